@@ -1,0 +1,262 @@
+"""Domain types at the boundaries: candles, signals, decisions, orders, fills, positions, closed trades.
+
+Columnar work uses polars frames with the CANDLE_SCHEMA columns; these typed records are what crosses
+component boundaries one at a time (a signal to the manager, an order to a venue, a fill back).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Columns and dtypes of every candle frame in the project.
+CANDLE_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.Utf8(),
+    "timeframe": pl.Utf8(),
+    "ts": pl.Datetime("us", "UTC"),
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+}
+
+TIMEFRAME_DURATION: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "4h": timedelta(hours=4),
+    "1d": timedelta(days=1),
+}
+
+
+def timeframe_duration(timeframe: str) -> timedelta:
+    try:
+        return TIMEFRAME_DURATION[timeframe]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {timeframe!r}; use one of {sorted(TIMEFRAME_DURATION)}") from None
+
+
+def bars_in(window: timedelta, timeframe: str) -> int:
+    """How many bars of `timeframe` a time window spans (at least 1)."""
+    return max(1, int(window / timeframe_duration(timeframe)))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _require_utc(ts: datetime) -> datetime:
+    if ts.tzinfo is None or ts.utcoffset() != timedelta(0):
+        raise ValueError(f"timestamp {ts!r} must be timezone-aware UTC")
+    return ts
+
+
+class StrategyName(StrEnum):
+    DCA = "dca"
+    SWING = "swing"
+    CHANNEL = "channel"
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"  # intent stored, not yet acknowledged by the venue
+    OPEN = "open"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+class Regime(StrEnum):
+    NORMAL = "NORMAL"
+    CAUTION = "CAUTION"
+    PANIC = "PANIC"
+    EUPHORIA = "EUPHORIA"
+
+
+class ExitReason(StrEnum):
+    TAKE_PROFIT = "take_profit"
+    STOP_LOSS = "stop_loss"
+    TRAILING_STOP = "trailing_stop"
+    MAX_HOLD = "max_hold"
+    RANGE_BREAK = "range_break"
+    END_OF_DATA = "end_of_data"
+    MANUAL = "manual"
+
+
+class Candle(_Frozen):
+    symbol: str = Field(min_length=1)
+    timeframe: str
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return _require_utc(v)
+
+    @model_validator(mode="after")
+    def _ohlc(self) -> Candle:
+        prices = (self.open, self.high, self.low, self.close)
+        if any(not math.isfinite(p) or p <= 0 for p in prices):
+            raise ValueError(f"{self.symbol} {self.ts}: prices must be finite and > 0, got {prices}")
+        if self.high < max(self.open, self.close) or self.low > min(self.open, self.close) or self.high < self.low:
+            raise ValueError(f"{self.symbol} {self.ts}: inconsistent OHLC {prices}")
+        if not math.isfinite(self.volume) or self.volume < 0:
+            raise ValueError(f"{self.symbol} {self.ts}: volume must be finite and >= 0, got {self.volume}")
+        timeframe_duration(self.timeframe)
+        return self
+
+
+class TradePlan(_Frozen):
+    """What a strategy proposes; percentages are fractions relative to the (average) entry price."""
+
+    entry_type: OrderType
+    entry_prices: tuple[float, ...] = Field(min_length=1)  # grid levels (DCA) or the reference price
+    take_profit_pct: float = Field(gt=0)
+    stop_loss_pct: float = Field(gt=0, lt=1)
+    trailing_stop_pct: float | None = None
+    max_hold: timedelta
+    entry_expiry: timedelta | None = None  # unfilled limit levels expire after this
+    range_support: float | None = None  # channel: exit early on a break
+    range_resistance: float | None = None
+
+
+class Signal(_Frozen):
+    symbol: str
+    strategy: StrategyName
+    timeframe: str
+    ts: datetime  # open time of the (closed) signal bar
+    price: float  # close of the signal bar
+    plan: TradePlan
+    features: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return _require_utc(v)
+
+    @property
+    def signal_id(self) -> str:
+        return f"{self.strategy.value}:{self.symbol}:{self.timeframe}:{self.ts.isoformat()}"
+
+
+class Scores(_Frozen):
+    """What the ML (or the rule-only default) says about a signal."""
+
+    confidence: float = Field(ge=0, le=1)
+    take_profit_pct: float = Field(gt=0)
+    stop_loss_pct: float = Field(gt=0, lt=1)
+    size_multiplier: float = Field(default=1.0, gt=0)
+    hold: timedelta | None = None
+    model_version: str | None = None  # None means rule-only defaults
+    rule_only: bool = True
+
+    @property
+    def source(self) -> str:
+        return "rule-only defaults (no champion model)" if self.rule_only else f"model {self.model_version}"
+
+
+class Decision(_Frozen):
+    signal_id: str
+    symbol: str
+    strategy: StrategyName
+    ts: datetime
+    taken: bool
+    reason: str
+    regime: Regime = Regime.NORMAL
+    confidence: float | None = None
+    expected_value: float | None = None
+    notional: float = 0.0
+    scores: Scores | None = None
+    features: dict[str, Any] = Field(default_factory=dict)
+
+
+class Order(_Frozen):
+    client_order_id: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    quantity: float = Field(gt=0)
+    price: float | None = None  # limit price; None for market
+    strategy: StrategyName
+    position_id: str
+    created_ts: datetime
+    expires_ts: datetime | None = None
+    status: OrderStatus = OrderStatus.PENDING
+    filled_quantity: float = 0.0
+    venue_order_id: str | None = None
+    purpose: str = "entry"  # entry | exit
+
+
+class Fill(_Frozen):
+    fill_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    ts: datetime
+    price: float = Field(gt=0)
+    quantity: float = Field(gt=0)
+    fee: float = Field(ge=0)
+    liquidity: str = "taker"  # maker | taker
+
+
+class Position(_Frozen):
+    position_id: str
+    symbol: str
+    strategy: StrategyName
+    opened_ts: datetime
+    quantity: float = 0.0
+    avg_price: float = 0.0
+    take_profit_price: float | None = None
+    stop_price: float | None = None
+    trailing_stop_pct: float | None = None
+    highest_price: float = 0.0
+    max_hold_until: datetime | None = None
+    range_support: float | None = None
+    range_resistance: float | None = None
+    fees_paid: float = 0.0
+    signal_id: str = ""
+    status: str = "open"  # pending (only resting entries) | open | closed
+
+
+class ClosedTrade(_Frozen):
+    position_id: str
+    symbol: str
+    strategy: StrategyName
+    entry_ts: datetime
+    exit_ts: datetime
+    entry_price: float
+    exit_price: float
+    quantity: float
+    gross_pnl: float
+    fees: float
+    net_pnl: float
+    exit_reason: ExitReason
+    signal_id: str = ""
+
+    @property
+    def return_pct(self) -> float:
+        cost = self.entry_price * self.quantity
+        return self.net_pnl / cost if cost else 0.0

@@ -1,0 +1,347 @@
+"""The ONE settings object. Every default of SPEC lives here.
+
+Sources, highest priority first: keyword arguments, environment (``MLCRYPTO_<SECTION>__<KEY>``,
+e.g. ``MLCRYPTO_RISK__MAX_POSITIONS=3``), a settings file (TOML or YAML, path in
+``MLCRYPTO_SETTINGS_FILE``), then the defaults below. Unknown keys are refused, and a bad value fails at
+start-up with a message naming the field and the allowed range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MONITORED_SYMBOLS: tuple[str, ...] = tuple(
+    "BTC ETH SOL BNB XRP ADA AVAX DOGE DOT LINK UNI ATOM NEAR ICP ARB OP AAVE CRV MKR INJ SEI PEPE WIF BONK".split()
+)
+# The 99 supported coins: the 24 monitored ones plus the 75 most liquid others of the shipped history
+# (by mean hourly quote volume, 2024-01-01 .. 2024-07-14).
+SUPPORTED_SYMBOLS: tuple[str, ...] = MONITORED_SYMBOLS + tuple(
+    (
+        "NOT SHIB BOME ENA IO WLD ORDI FLOKI ETHFI RUNE SUI ZRO FET MATIC ZK PEOPLE LTC BB FTM STRK BCH TIA "
+        "1000SATS GALA APT ETC SAGA TRX TRB JTO STX JASMY ENS ARKM PENDLE LDO AR HBAR DYDX OM YGG GMT TAO "
+        "LUNA BLUR CAKE MASK APE LEVER REI ASTR PHB RDNT EGLD AMP ACH XEC XVG COS SPELL 1INCH PERP STG KEY "
+        "RLC RAD SANTOS FIDA BETA BURGER ACA CTXC QI RIF PHA"
+    ).split()
+)
+
+Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataSettings(_Section):
+    data_dir: Path = Field(
+        default=PROJECT_ROOT.parent / "shared" / "data",
+        description="Folder of the shipped parquet candles (ohlcv_<timeframe>.parquet).",
+    )
+    var_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where the store, MLflow and reports live.")
+    symbols: tuple[str, ...] = Field(default=MONITORED_SYMBOLS, min_length=1, max_length=99)
+    universe: tuple[str, ...] = Field(default=SUPPORTED_SYMBOLS, min_length=1, max_length=99)
+    quote: str = "USDT"
+    detection_timeframe: Timeframe = "1h"
+    stream_timeframe: Timeframe = "1m"
+    derived_timeframes: tuple[Timeframe, ...] = ("15m", "1h", "4h", "1d")
+    gap_tolerance_bars: int = Field(default=1, ge=0, le=1000, description="Missing bars tolerated by the gate.")
+    freshness_bars: int = Field(default=3, ge=1, le=1000, description="Max age of the last bar, in bars.")
+    max_abs_return: float = Field(default=0.5, gt=0, le=10, description="Gate bound on |bar return|.")
+
+    @field_validator("symbols", "universe", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [s for s in v.replace(",", " ").split() if s]
+        return tuple(str(s).upper() for s in v)
+
+    @model_validator(mode="after")
+    def _symbols_supported(self) -> DataSettings:
+        unknown = [s for s in self.symbols if s not in self.universe]
+        if unknown:
+            raise ValueError(f"symbols {unknown} are not in the supported universe; add them to data.universe")
+        return self
+
+
+class StoreSettings(_Section):
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    duckdb_path: Path | None = Field(default=None, description="Defaults to <var_dir>/store.duckdb.")
+    postgres_dsn: SecretStr | None = Field(
+        default=None, description="postgresql://user:pass@host:5432/db (Supabase: its Postgres connection string)."
+    )
+    batch_rows: int = Field(default=100_000, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _dsn_when_postgres(self) -> StoreSettings:
+        if self.backend == "postgres" and self.postgres_dsn is None:
+            raise ValueError("store.backend=postgres needs store.postgres_dsn (MLCRYPTO_STORE__POSTGRES_DSN)")
+        return self
+
+
+class DcaSettings(_Section):
+    lookback: timedelta = timedelta(hours=4)
+    min_drop: float = Field(default=0.05, gt=0, lt=1)
+    rsi_max: float = Field(default=30.0, gt=0, lt=100)
+    grid_levels: int = Field(default=5, ge=1, le=20)
+    grid_spacing: float = Field(default=0.01, gt=0, lt=0.5)
+    grid_expiry: timedelta = timedelta(hours=24)
+    take_profit: float = Field(default=0.10, gt=0, le=1)
+    stop_loss: float = Field(default=0.08, gt=0, lt=1)
+    max_hold: timedelta = timedelta(hours=72)
+    min_confidence: float = Field(default=0.60, ge=0, le=1)
+
+
+class SwingSettings(_Section):
+    resistance_bars: int = Field(default=20, ge=2, le=1000)
+    volume_surge: float = Field(default=2.0, gt=0)
+    ema_period: int = Field(default=50, ge=2, le=1000)
+    take_profit: float = Field(default=0.15, gt=0, le=1)
+    stop_loss: float = Field(default=0.05, gt=0, lt=1)
+    trailing_stop: float = Field(default=0.07, gt=0, lt=1)
+    max_hold: timedelta = timedelta(hours=72)
+    min_confidence: float = Field(default=0.65, ge=0, le=1)
+
+
+class ChannelSettings(_Section):
+    window_bars: int = Field(default=72, ge=10, le=5000)
+    touch_tolerance: float = Field(default=0.005, gt=0, lt=0.5, description="Fraction of range width.")
+    min_touches_each: int = Field(default=2, ge=1)
+    min_touches_total: int = Field(default=3, ge=2)
+    touch_separation_bars: int = Field(default=3, ge=1)
+    min_width: float = Field(default=0.03, gt=0, lt=1)
+    max_width: float = Field(default=0.25, gt=0, lt=5)
+    entry_zone: float = Field(default=0.30, gt=0, lt=1, description="Bottom fraction of the range to buy in.")
+    target_zone: float = Field(default=0.30, gt=0, lt=1, description="Top fraction of the range targeted.")
+    stop_below_support: float = Field(default=0.01, gt=0, lt=0.5)
+    min_reward_risk: float = Field(default=1.5, gt=0)
+    max_hold: timedelta = timedelta(hours=72)
+    min_confidence: float = Field(default=0.30, ge=0, le=1)
+    allow_short: bool = False
+
+    @model_validator(mode="after")
+    def _width_order(self) -> ChannelSettings:
+        if self.min_width >= self.max_width:
+            raise ValueError("channel.min_width must be below channel.max_width")
+        return self
+
+
+class StrategySettings(_Section):
+    rsi_period: int = Field(default=14, ge=2, le=500)
+    volume_avg_bars: int = Field(default=20, ge=2, le=1000)
+    atr_period: int = Field(default=14, ge=2, le=500)
+    dca: DcaSettings = DcaSettings()
+    swing: SwingSettings = SwingSettings()
+    channel: ChannelSettings = ChannelSettings()
+
+
+class RegimeSettings(_Section):
+    panic_btc_1h: float = -0.03
+    panic_btc_4h: float = -0.05
+    panic_breadth_share: float = Field(default=0.70, gt=0, le=1)
+    panic_breadth_drop_4h: float = -0.05
+    caution_btc_24h: float = -0.05
+    caution_vol_ratio: float = Field(default=2.0, gt=0)
+    caution_vol_median_days: int = Field(default=30, ge=1)
+    caution_size_factor: float = Field(default=0.5, gt=0, le=1)
+    caution_threshold_add: float = Field(default=0.10, ge=0, le=1)
+    euphoria_btc_24h: float = 0.08
+    euphoria_breadth_share: float = Field(default=0.70, gt=0, le=1)
+    euphoria_breadth_rise_24h: float = 0.10
+
+
+class RiskSettings(_Section):
+    capital: float = Field(default=1000.0, gt=0)
+    allocation: dict[str, float] = Field(default_factory=lambda: {"dca": 0.40, "swing": 0.30, "channel": 0.30})
+    max_positions: int = Field(default=5, ge=1, le=100)
+    max_open_notional: float = Field(default=0.50, gt=0, le=1, description="Share of equity.")
+    target_volatility: float = Field(default=0.60, gt=0, description="Annualised target vol for sizing.")
+    vol_scaler_min: float = Field(default=0.5, gt=0)
+    vol_scaler_max: float = Field(default=1.5, gt=0)
+    vol_window_bars: int = Field(default=72, ge=2)
+    min_order_notional: float = Field(default=5.0, ge=0)
+    regime: RegimeSettings = RegimeSettings()
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"dca", "swing", "channel"}:
+            raise ValueError("risk.allocation needs exactly the keys dca, swing, channel")
+        if any(x < 0 for x in v.values()) or abs(sum(v.values()) - 1.0) > 1e-9:
+            raise ValueError(f"risk.allocation shares must be >= 0 and sum to 1, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _scaler_order(self) -> RiskSettings:
+        if self.vol_scaler_min > self.vol_scaler_max:
+            raise ValueError("risk.vol_scaler_min must be <= risk.vol_scaler_max")
+        return self
+
+
+class ExecutionSettings(_Section):
+    mode: Literal["paper", "live"] = "paper"
+    confirm_live: bool = Field(default=False, description="Must be true, together with mode=live, to trade real money.")
+    maker_fee: float = Field(default=0.0025, ge=0, lt=0.1)
+    taker_fee: float = Field(default=0.0040, ge=0, lt=0.1)
+    slippage: float = Field(default=0.0005, ge=0, lt=0.1, description="Market-order slippage, fraction of price.")
+    hummingbot_url: str = "http://localhost:8000"
+    hummingbot_username: str = "admin"
+    hummingbot_password: SecretStr = SecretStr("admin")
+    hummingbot_account: str = "master_account"
+    hummingbot_connector: str = "kraken"
+    hummingbot_quote: str = "USD"
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _live_needs_confirmation(self) -> ExecutionSettings:
+        if self.mode == "live" and not self.confirm_live:
+            raise ValueError(
+                "execution.mode=live trades real money and needs execution.confirm_live=true "
+                "(MLCRYPTO_EXECUTION__CONFIRM_LIVE=true); paper is the default"
+            )
+        return self
+
+
+class FeedSettings(_Section):
+    polygon_api_key: SecretStr | None = None
+    polygon_ws_url: str = "wss://socket.polygon.io/crypto"
+    polygon_rest_url: str = "https://api.polygon.io"
+    binance_rest_url: str = "https://api.binance.com"
+    replay_host: str = "127.0.0.1"
+    replay_port: int = Field(default=8765, ge=0, le=65535)
+    replay_speed: float = Field(default=60.0, gt=0, description="1 = real time; N = N times faster.")
+    reconnect_initial_seconds: float = Field(default=1.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0)
+    write_batch_events: int = Field(default=500, ge=1)
+    write_batch_seconds: float = Field(default=0.5, gt=0)
+    http_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_max_retries: int = Field(default=5, ge=0, le=20)
+
+
+class MLSettings(_Section):
+    tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
+    experiment_prefix: str = "mlcrypto"
+    registered_model_prefix: str = "mlcrypto"
+    walk_forward_folds: int = Field(default=4, ge=2, le=50)
+    embargo: timedelta = timedelta(hours=72)
+    promotion_metric: Literal["total_return", "sharpe"] = "total_return"
+    promotion_min_improvement: float = Field(default=0.0, ge=0)
+    train_end: str = Field(default="2024-01-01", description="Main job: train before, paper-trade after.")
+    random_seed: int = 7
+    n_estimators: int = Field(default=200, ge=1, le=5000)
+    max_depth: int = Field(default=4, ge=1, le=16)
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+
+
+class AlertSettings(_Section):
+    slack_webhook_url: SecretStr | None = None
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+
+class ScheduleSettings(_Section):
+    scan_cron: str = "*/5 * * * *"
+    manage_cron: str = "* * * * *"
+    health_cron: str = "*/15 * * * *"
+    retrain_cron: str = "0 3 * * 1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MLCRYPTO_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    data: DataSettings = DataSettings()
+    store: StoreSettings = StoreSettings()
+    strategy: StrategySettings = StrategySettings()
+    risk: RiskSettings = RiskSettings()
+    execution: ExecutionSettings = ExecutionSettings()
+    feed: FeedSettings = FeedSettings()
+    ml: MLSettings = MLSettings()
+    alerts: AlertSettings = AlertSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("MLCRYPTO_SETTINGS_FILE")
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"MLCRYPTO_SETTINGS_FILE={path} does not exist")
+            if p.suffix == ".toml":
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=p))
+            elif p.suffix in {".yaml", ".yml"}:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=p))
+            else:
+                raise ConfigError(f"settings file {path} must end in .toml, .yaml or .yml")
+        return tuple(sources)
+
+    # Derived paths: one place decides where things live under var_dir.
+    @property
+    def duckdb_path(self) -> Path:
+        return self.store.duckdb_path or self.data.var_dir / "store.duckdb"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.ml.tracking_uri or f"sqlite:///{(self.data.var_dir / 'mlflow' / 'mlflow.db').as_posix()}"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data.var_dir / "reports"
+
+    def fingerprint(self) -> str:
+        """A short hash of the effective settings (secrets excluded) to log with every run."""
+        dumped = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError naming each bad field and its allowed range."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            secret = any(w in field for w in ("key", "password", "dsn", "webhook", "secret"))
+            got = "<redacted>" if secret else repr(err.get("input"))
+            lines.append(f"  {field}: {err['msg']} (got {got})")
+        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
