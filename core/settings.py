@@ -184,6 +184,9 @@ class RiskSettings(_Section):
     vol_scaler_max: float = Field(default=1.5, gt=0)
     vol_window_bars: int = Field(default=72, ge=2)
     min_order_notional: float = Field(default=5.0, ge=0)
+    positions_per_strategy: int = Field(
+        default=2, ge=1, le=100, description="Budget share = allocation x equity / this (sizing)."
+    )
     regime: RegimeSettings = RegimeSettings()
 
     @field_validator("allocation")
@@ -242,6 +245,11 @@ class FeedSettings(_Section):
     write_batch_seconds: float = Field(default=0.5, gt=0)
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     http_max_retries: int = Field(default=5, ge=0, le=20)
+    http_backoff_seconds: float = Field(default=0.5, ge=0, le=60, description="First REST retry delay; doubles.")
+    rest_page_limit: int = Field(default=50_000, ge=1, le=50_000, description="Polygon aggregates `limit`.")
+    replay_api_key: SecretStr = Field(default=SecretStr("replay"), description="Key the replay server accepts.")
+    replay_rest_port: int = Field(default=8766, ge=0, le=65535)
+    replay_events_per_message: int = Field(default=1000, ge=1, le=100_000, description="Fast replay packing.")
 
 
 class MLSettings(_Section):

@@ -1,0 +1,156 @@
+"""The strategy manager: from scored signals to decisions (taken or skipped, always with a reason).
+
+One call per scan (or per bar in a backtest): conflicts on one symbol are settled first (higher
+confidence, then higher EV), then the winners are taken in order of EV then confidence, each through
+the risk checks and sizing with the book as it stands after the previous ones were taken. The manager
+only decides; opening positions/orders for the taken entries is the execution side's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from core.domain import Decision, Regime, Scores, Signal
+from core.errors import StrategyError
+from core.risk import (
+    Holding,
+    PortfolioView,
+    RegimeEffects,
+    RiskCheck,
+    check_book,
+    check_confidence,
+    check_min_notional,
+    check_regime,
+)
+from core.scoring import expected_value
+from core.settings import Settings
+from core.sizing import SizeResult, size_position
+
+# The signal feature carrying the annualised realised volatility used by the volatility scaler.
+VOL_FEATURE = "realised_vol"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A taken decision the execution side must open: the signal, its scores and the sized notional."""
+
+    signal: Signal
+    scores: Scores
+    notional: float
+    size: SizeResult
+
+
+@dataclass
+class ManagerResult:
+    decisions: list[Decision] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    signal: Signal
+    scores: Scores
+    ev: float
+
+
+def _default_effects(regime: Regime, settings: Settings) -> RegimeEffects:
+    from core.regime import regime_effects  # the regime module owns what each regime means
+
+    return regime_effects(regime, settings)
+
+
+class StrategyManager:
+    def __init__(
+        self,
+        settings: Settings,
+        effects: Callable[[Regime, Settings], RegimeEffects] = _default_effects,
+    ) -> None:
+        self._settings = settings
+        self._effects = effects
+
+    def decide(
+        self,
+        signals: list[Signal],
+        scores: list[Scores],
+        portfolio: PortfolioView,
+        regime: Regime,
+        ts: datetime,
+    ) -> ManagerResult:
+        if len(signals) != len(scores):
+            raise StrategyError(f"scorer returned {len(scores)} scores for {len(signals)} signals")
+        s = self._settings
+        effects = self._effects(regime, s)
+        view = PortfolioView(portfolio.equity, list(portfolio.holdings))  # working copy, grows as we take
+        out = ManagerResult()
+        cands = [_Candidate(sig, sc, expected_value(sig, sc, s)) for sig, sc in zip(signals, scores, strict=True)]
+
+        # 1. Conflicts: one candidate per symbol (ties broken by strategy name for determinism).
+        by_symbol: dict[str, list[_Candidate]] = {}
+        for c in cands:
+            by_symbol.setdefault(c.signal.symbol, []).append(c)
+        winners: list[_Candidate] = []
+        for group in by_symbol.values():
+            group.sort(key=lambda c: (-c.scores.confidence, -c.ev, c.signal.strategy.value))
+            best = group[0]
+            winners.append(best)
+            for lost in group[1:]:
+                out.decisions.append(self._decision(lost, regime, ts, False, self._conflict_reason(best, lost)))
+
+        # 2. Across symbols: EV, then confidence, then symbol (determinism).
+        winners.sort(key=lambda c: (-c.ev, -c.scores.confidence, c.signal.symbol))
+        for c in winners:
+            check = self._pre_checks(c, view, regime, effects)
+            if not check.approved:
+                out.decisions.append(self._decision(c, regime, ts, False, check.reason))
+                continue
+            vol = c.signal.features.get(VOL_FEATURE)
+            size = size_position(c.signal, c.scores, view, effects.size_factor, vol, s)
+            check = check_min_notional(size.notional, s)
+            if not check.approved:
+                reason = check.reason + (f" ({size.capped_by} nearly used up)" if size.capped_by else "")
+                out.decisions.append(self._decision(c, regime, ts, False, reason))
+                continue
+            out.decisions.append(self._decision(c, regime, ts, True, f"taken: {size.explain()}", size.notional))
+            out.entries.append(Entry(c.signal, c.scores, size.notional, size))
+            view.holdings.append(Holding(c.signal.symbol, c.signal.strategy, size.notional, pending=True))
+        return out
+
+    def _pre_checks(self, c: _Candidate, view: PortfolioView, regime: Regime, effects: RegimeEffects) -> RiskCheck:
+        for check in (
+            check_regime(c.signal, regime, effects),
+            check_confidence(c.signal, c.scores, effects, self._settings),
+            check_book(c.signal, view, self._settings),
+        ):
+            if not check.approved:
+                return check
+        return RiskCheck.ok()
+
+    @staticmethod
+    def _conflict_reason(best: _Candidate, lost: _Candidate) -> str:
+        w, lo = best.scores.confidence, lost.scores.confidence
+        if round(w, 9) > round(lo, 9):
+            return f"lost conflict to {best.signal.strategy.value} (conf {w:.2f} > {lo:.2f})"
+        if best.ev > lost.ev:
+            return f"lost conflict to {best.signal.strategy.value} (conf {w:.2f} = {lo:.2f}, EV {best.ev:.4f} > {lost.ev:.4f})"
+        return f"lost conflict to {best.signal.strategy.value} (conf and EV equal; tie broken by strategy name)"
+
+    @staticmethod
+    def _decision(
+        c: _Candidate, regime: Regime, ts: datetime, taken: bool, reason: str, notional: float = 0.0
+    ) -> Decision:
+        return Decision(
+            signal_id=c.signal.signal_id,
+            symbol=c.signal.symbol,
+            strategy=c.signal.strategy,
+            ts=ts,
+            taken=taken,
+            reason=f"{reason} [{c.scores.source}]",
+            regime=regime,
+            confidence=c.scores.confidence,
+            expected_value=c.ev,
+            notional=notional,
+            scores=c.scores,
+            features=dict(c.signal.features),
+        )

@@ -1,0 +1,119 @@
+"""Pre-trade risk: every check answers with a value (approved, or denied with a reason), never raises.
+
+The manager asks these questions in a fixed order so the first failing limit is the one recorded:
+regime -> confidence threshold -> one position per symbol -> max positions -> open notional cap ->
+strategy allocation -> minimum order notional (after sizing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.domain import Regime, Scores, Signal, StrategyName
+from core.scoring import min_confidence
+from core.settings import Settings
+
+
+@dataclass(frozen=True)
+class RiskCheck:
+    approved: bool
+    reason: str
+
+    @staticmethod
+    def ok(reason: str = "approved") -> RiskCheck:
+        return RiskCheck(True, reason)
+
+    @staticmethod
+    def deny(reason: str) -> RiskCheck:
+        return RiskCheck(False, reason)
+
+
+class RegimeEffects(Protocol):
+    """What core.regime.regime_effects returns."""
+
+    allow_entries: bool
+    allow_swing: bool
+    size_factor: float
+    threshold_add: float
+
+
+@dataclass(frozen=True)
+class Holding:
+    """A symbol we hold or have resting entry orders for; notional = marked filled qty + resting orders."""
+
+    symbol: str
+    strategy: StrategyName
+    notional: float
+    pending: bool = False
+
+
+@dataclass
+class PortfolioView:
+    """What risk and sizing need to know about the book at decision time."""
+
+    equity: float
+    holdings: list[Holding] = field(default_factory=list)
+
+    @property
+    def open_notional(self) -> float:
+        return sum(h.notional for h in self.holdings)
+
+    def strategy_notional(self, strategy: StrategyName) -> float:
+        return sum(h.notional for h in self.holdings if h.strategy == strategy)
+
+    def holds(self, symbol: str) -> Holding | None:
+        return next((h for h in self.holdings if h.symbol == symbol), None)
+
+
+def allocation_limit(strategy: StrategyName, view: PortfolioView, settings: Settings) -> float:
+    return settings.risk.allocation[strategy.value] * view.equity
+
+
+def allocation_free(strategy: StrategyName, view: PortfolioView, settings: Settings) -> float:
+    return max(0.0, allocation_limit(strategy, view, settings) - view.strategy_notional(strategy))
+
+
+def cap_free(view: PortfolioView, settings: Settings) -> float:
+    return max(0.0, settings.risk.max_open_notional * view.equity - view.open_notional)
+
+
+def check_regime(signal: Signal, regime: Regime, effects: RegimeEffects) -> RiskCheck:
+    if not effects.allow_entries:
+        return RiskCheck.deny(f"regime {regime.value}: no new entries")
+    if signal.strategy == StrategyName.SWING and not effects.allow_swing:
+        return RiskCheck.deny(f"regime {regime.value}: no new swing entries")
+    return RiskCheck.ok()
+
+
+def check_confidence(signal: Signal, scores: Scores, effects: RegimeEffects, settings: Settings) -> RiskCheck:
+    threshold = min_confidence(signal.strategy, settings) + effects.threshold_add
+    # Rounded so a rule-only p equal to the threshold is not refused by float noise (0.6 + 0.0).
+    if round(scores.confidence, 9) < round(threshold, 9):
+        return RiskCheck.deny(f"confidence {scores.confidence:.2f} < threshold {threshold:.2f}")
+    return RiskCheck.ok()
+
+
+def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskCheck:
+    """Limits that depend on the book only: symbol held, position count, notional cap, allocation."""
+    held = view.holds(signal.symbol)
+    if held is not None:
+        state = "pending" if held.pending else "held"
+        return RiskCheck.deny(f"symbol {signal.symbol} already {state} by {held.strategy.value}")
+    if len(view.holdings) >= settings.risk.max_positions:
+        return RiskCheck.deny(f"max positions {settings.risk.max_positions} reached")
+    floor = max(settings.risk.min_order_notional, 1e-9)
+    if cap_free(view, settings) < floor:
+        return RiskCheck.deny(f"open notional cap {settings.risk.max_open_notional:.0%} reached")
+    if allocation_free(signal.strategy, view, settings) < floor:
+        return RiskCheck.deny(
+            f"strategy allocation exhausted ({signal.strategy.value} "
+            f"{settings.risk.allocation[signal.strategy.value]:.0%} of equity in use)"
+        )
+    return RiskCheck.ok()
+
+
+def check_min_notional(notional: float, settings: Settings) -> RiskCheck:
+    if notional < settings.risk.min_order_notional or notional <= 0:
+        return RiskCheck.deny(f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}")
+    return RiskCheck.ok()
