@@ -1,0 +1,114 @@
+"""Build the three detectors from settings; run them all; turn signal rows into domain Signals.
+
+`detect_all` is what backtests and label generation use (whole history); `scan_latest` is what a live
+scan uses (a window, keeping only each symbol's last bar).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import polars as pl
+
+from core.domain import OrderType, Signal, StrategyName, TradePlan
+from core.settings import Settings
+from core.strategies.base import PLAN_COLUMNS, Strategy, checked_detect, validate_bars
+from core.strategies.channel import ChannelStrategy
+from core.strategies.dca import DcaStrategy
+from core.strategies.swing import SwingStrategy
+
+# Feature names per strategy are class constants, so signal rows can be read back without settings.
+FEATURE_NAMES: dict[StrategyName, tuple[str, ...]] = {
+    StrategyName.DCA: DcaStrategy.feature_names,
+    StrategyName.SWING: SwingStrategy.feature_names,
+    StrategyName.CHANNEL: ChannelStrategy.feature_names,
+}
+# One struct layout for `features` across strategies (concat needs one dtype); a strategy's own fields
+# are the ones in FEATURE_NAMES, the others are null on its rows.
+ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(f for names in FEATURE_NAMES.values() for f in names))
+
+SIGNAL_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "ts", "strategy", "price", *PLAN_COLUMNS[1:], "features")
+
+
+def build_strategies(settings: Settings) -> dict[StrategyName, Strategy]:
+    s = settings.strategy
+    return {
+        StrategyName.DCA: DcaStrategy.from_settings(s),
+        StrategyName.SWING: SwingStrategy.from_settings(s),
+        StrategyName.CHANNEL: ChannelStrategy.from_settings(s),
+    }
+
+
+def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
+    own = set(strategy.feature_names)
+    fields = [
+        (pl.col(f) if f in own else pl.lit(None)).cast(pl.Float64).alias(f) for f in ALL_FEATURES
+    ]
+    return detected.filter(pl.col("signal")).select(
+        "symbol",
+        "timeframe",
+        "ts",
+        pl.lit(strategy.name.value).alias("strategy"),
+        pl.col("close").alias("price"),
+        *PLAN_COLUMNS[1:],
+        pl.struct(fields).alias("features"),
+    )
+
+
+def detect_all(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Signal rows of every strategy, sorted by (ts, symbol, strategy)."""
+    validate_bars(bars)
+    frames = [_signal_rows(st, checked_detect(st, bars)) for st in build_strategies(settings).values()]
+    return pl.concat(frames).sort("ts", "symbol", "strategy")
+
+
+def _opt(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def signals_from_frame(signal_rows: pl.DataFrame) -> list[Signal]:
+    """Signal rows (detect_all's layout) to domain Signals with their TradePlan."""
+    missing = [c for c in SIGNAL_COLUMNS if c not in signal_rows.columns]
+    if missing:
+        raise ValueError(f"signal frame lacks columns {missing}; pass detect_all's output")
+    out: list[Signal] = []
+    for r in signal_rows.iter_rows(named=True):
+        name = StrategyName(r["strategy"])
+        price = float(r["price"])
+        levels = int(r["grid_levels"])
+        spacing = r["grid_spacing"] or 0.0
+        # Grid levels step down by `spacing` relative to the signal price (not compounding).
+        entries = tuple(price * (1 - k * spacing) for k in range(levels))
+        feats = r["features"] or {}
+        out.append(
+            Signal(
+                symbol=r["symbol"],
+                strategy=name,
+                timeframe=r["timeframe"],
+                ts=r["ts"],
+                price=price,
+                plan=TradePlan(
+                    entry_type=OrderType(r["entry_type"]),
+                    entry_prices=entries,
+                    take_profit_pct=float(r["tp_pct"]),
+                    stop_loss_pct=float(r["sl_pct"]),
+                    trailing_stop_pct=_opt(r["trailing_pct"]),
+                    max_hold=timedelta(hours=float(r["max_hold_h"])),
+                    entry_expiry=None if r["expiry_h"] is None else timedelta(hours=float(r["expiry_h"])),
+                    range_support=_opt(r["support"]),
+                    range_resistance=_opt(r["resistance"]),
+                ),
+                features={
+                    f: (float("nan") if feats.get(f) is None else float(feats[f])) for f in FEATURE_NAMES[name]
+                },
+            )
+        )
+    return out
+
+
+def scan_latest(bars: pl.DataFrame, settings: Settings) -> list[Signal]:
+    """Detect on the window given and keep only signals on each symbol's last bar."""
+    last = bars.group_by("symbol").agg(pl.col("ts").max())
+    rows = detect_all(bars, settings).join(last, on=["symbol", "ts"], how="semi")
+    return signals_from_frame(rows)
