@@ -162,3 +162,91 @@ def test_records_when_payload_not_json_then_store_error_and_nothing_written(stor
         store.put_records("orders", [("ok", {"a": 1}), ("bad", {"ts": datetime(2024, 1, 1)})])
 
     assert store.get_records("orders") == []
+
+
+# -- backend specifics: connection errors, single-writer DuckDB, factory --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://bob:s3cr3t@127.0.0.1:1/test", "postgresql://bob:***@127.0.0.1:1/test"),
+        ("host=127.0.0.1 port=1 user=bob password=s3cr3t dbname=test", "password=***"),
+    ],
+)
+def test_postgres_store_when_server_unreachable_then_store_error_with_password_redacted(dsn, shown) -> None:
+    from core.storage.postgres_store import PostgresStore
+
+    with pytest.raises(StoreError) as err:
+        PostgresStore(dsn, connect_timeout=2)
+
+    assert "s3cr3t" not in str(err.value)
+    assert shown in str(err.value)
+    assert "cannot connect" in str(err.value)
+
+
+@pytest.mark.postgres
+def test_postgres_store_when_database_missing_then_store_error_naming_it(pg_dsn) -> None:
+    from core.storage.postgres_store import PostgresStore
+
+    dsn = pg_dsn.replace("postgres@", "postgres:hunter22@").rsplit("/", 1)[0] + "/no_such_db_mlcrypto"
+
+    with pytest.raises(StoreError, match="no_such_db_mlcrypto") as err:
+        PostgresStore(dsn)
+
+    assert "hunter22" not in str(err.value)
+
+
+def test_postgres_store_when_schema_name_unsafe_then_store_error() -> None:
+    from core.storage.postgres_store import PostgresStore
+
+    with pytest.raises(StoreError, match="plain identifier"):
+        PostgresStore("postgresql://x@127.0.0.1:1/db", schema='x"; DROP TABLE candles; --')
+
+
+def test_duckdb_store_when_file_held_by_another_process_then_store_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,sys,time; c=duckdb.connect({str(path)!r}); print('ok', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        from core.storage.duckdb_store import DuckDBStore
+
+        with pytest.raises(StoreError, match="one writer process"):
+            DuckDBStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_open_store_when_defaults_then_duckdb_under_var_dir(tmp_path: Path) -> None:
+    from core.settings import load_settings
+    from core.storage.duckdb_store import DuckDBStore
+    from core.storage.factory import open_store
+
+    settings = load_settings(data={"var_dir": tmp_path / "var"})
+
+    with open_store(settings) as s:
+        s.init_schema()
+        assert isinstance(s, DuckDBStore)
+    assert (tmp_path / "var" / "store.duckdb").is_file()
+
+
+@pytest.mark.postgres
+def test_open_store_when_postgres_backend_then_postgres_store(pg_dsn) -> None:
+    from core.settings import load_settings
+    from core.storage.factory import open_store
+    from core.storage.postgres_store import PostgresStore
+
+    settings = load_settings(store={"backend": "postgres", "postgres_dsn": pg_dsn})
+
+    s = open_store(settings)
+    try:
+        assert isinstance(s, PostgresStore) and s.schema == "public"
+    finally:
+        s.close()
