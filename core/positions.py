@@ -1,0 +1,439 @@
+"""THE position-management rules: one copy, used by paper/live trading, the backtester and label generation.
+
+Pure functions over a mutable ManagedPosition. `step(pos, bar, settings)` advances the position by one
+bar that starts at or after the signal bar's close, in this fixed order (see docs/execution.md):
+
+1. expiry   - unfilled entry levels expire when a bar starts at/after ``expiry_ts``;
+2. entries  - a resting limit buy fills when the bar's low reaches it, at ``min(limit, open)`` (a bar that
+              opens below the limit fills at the open), maker fee; a market entry fills at this bar's
+              ``open * (1 + slippage)``, taker fee. TP/SL prices follow the average fill price;
+3. exits    - conservative intra-bar order: the stop first (max of the stop-loss and the trailing stop,
+              filled at ``min(stop, open)`` if gapped through), then take-profit (a resting limit sell,
+              filled at ``max(tp, open)``, maker fee), then close-based exits: range break (close below
+              the channel stop or above resistance) and max hold (close of the bar reaching it).
+              Taker exits pay slippage; the TP pays none (it rests on the book);
+4. trailing - the highest price is updated with this bar's high only AFTER the stop check.
+
+On the bar where a *limit* entry first fills we do not know whether the high came before the fill, so
+the TP there is only taken if the close is at/above it, and the trailing high uses the close.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from core.domain import (
+    ExitReason,
+    OrderType,
+    Position,
+    Scores,
+    Side,
+    Signal,
+    StrategyName,
+    timeframe_duration,
+)
+from core.settings import Settings
+
+Liquidity = Literal["maker", "taker"]
+PositionStatus = Literal["pending", "open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    ts: datetime  # open time (UTC)
+    open: float
+    high: float
+    low: float
+    close: float
+    duration: timedelta | None = None  # None: the position's signal timeframe
+
+    def check(self) -> None:
+        prices = (self.open, self.high, self.low, self.close)
+        if any(not math.isfinite(p) or p <= 0 for p in prices) or self.low > min(self.open, self.close) or self.high < max(
+            self.open, self.close
+        ):
+            raise ValueError(f"bar {self.ts}: inconsistent or non-positive OHLC {prices}; repair the candles first")
+
+
+# --- the shared fill rules (paper venue and step both call these; never re-implement them) ---------------
+
+
+def fill_price(side: Side, order_type: OrderType, limit_price: float | None, bar: Bar, slippage: float) -> float | None:
+    """Whether an order resting before `bar` fills during it, and at what price (None: no fill)."""
+    if order_type is OrderType.MARKET:
+        return bar.open * (1 + slippage) if side is Side.BUY else bar.open * (1 - slippage)
+    if limit_price is None:
+        raise ValueError("a limit order needs a price")
+    if side is Side.BUY:
+        return min(limit_price, bar.open) if bar.low <= limit_price else None
+    return max(limit_price, bar.open) if bar.high >= limit_price else None
+
+
+def stop_fill_price(stop: float, bar: Bar, slippage: float) -> float | None:
+    """A sell stop triggers when the low reaches it; it becomes a market order (gap-through: the open)."""
+    return min(stop, bar.open) * (1 - slippage) if bar.low <= stop else None
+
+
+def fee_rate(liquidity: Liquidity, settings: Settings) -> float:
+    return settings.execution.maker_fee if liquidity == "maker" else settings.execution.taker_fee
+
+
+# --- state ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EntryLevel:
+    price: float  # limit price; for a market entry, the reference price used for sizing
+    quantity: float
+    client_order_id: str
+    filled: bool = False
+    fill_price: float | None = None
+    fill_ts: datetime | None = None
+    fee: float = 0.0
+    expired: bool = False  # expired (entry_expiry) or cancelled because the position exited
+
+    @property
+    def resting(self) -> bool:
+        return not self.filled and not self.expired
+
+
+@dataclass
+class ManagedPosition:
+    position_id: str
+    symbol: str
+    strategy: StrategyName
+    signal_id: str
+    timeframe: str
+    created_ts: datetime  # close of the signal bar: the first moment an order can rest
+    entry_levels: list[EntryLevel]
+    entry_type: OrderType
+    expiry_ts: datetime | None
+    take_profit_pct: float
+    stop_loss_pct: float
+    trailing_stop_pct: float | None
+    hold: timedelta
+    range_support: float | None = None
+    range_resistance: float | None = None
+    range_stop_pct: float = 0.01  # channel: the range is broken below support * (1 - this)
+    quantity: float = 0.0  # filled
+    avg_price: float = 0.0
+    fees: float = 0.0  # entry fees plus the exit fee
+    highest_price: float = 0.0
+    entry_ts: datetime | None = None  # first fill (bar open time)
+    max_hold_until: datetime | None = None
+    status: PositionStatus = "pending"
+    exit_reason: ExitReason | None = None
+    exit_price: float | None = None
+    exit_ts: datetime | None = None
+    exit_fee: float = 0.0
+    last_bar_ts: datetime | None = None
+
+    # Levels derived from the average fill price; meaningful once quantity > 0.
+    @property
+    def take_profit_price(self) -> float:
+        return self.avg_price * (1 + self.take_profit_pct)
+
+    @property
+    def stop_loss_price(self) -> float:
+        return self.avg_price * (1 - self.stop_loss_pct)
+
+    @property
+    def trailing_price(self) -> float | None:
+        return None if self.trailing_stop_pct is None else self.highest_price * (1 - self.trailing_stop_pct)
+
+    @property
+    def stop_price(self) -> float:
+        trail = self.trailing_price
+        return self.stop_loss_price if trail is None else max(self.stop_loss_price, trail)
+
+    @property
+    def range_stop_price(self) -> float | None:
+        return None if self.range_support is None else self.range_support * (1 - self.range_stop_pct)
+
+    @property
+    def cost(self) -> float:
+        return self.avg_price * self.quantity
+
+    @property
+    def entry_fees(self) -> float:
+        return sum(lv.fee for lv in self.entry_levels)
+
+    @property
+    def resting_notional(self) -> float:
+        return sum(lv.price * lv.quantity for lv in self.entry_levels if lv.resting)
+
+    @property
+    def gross_pnl(self) -> float:
+        return 0.0 if self.exit_price is None else (self.exit_price - self.avg_price) * self.quantity
+
+    @property
+    def net_pnl(self) -> float:
+        return self.gross_pnl - self.fees
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record for the store (timestamps as ISO strings)."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ManagedPosition:
+        d = dict(d)
+        d["entry_levels"] = [EntryLevel(**_parse_times(lv, ("fill_ts",))) for lv in d["entry_levels"]]
+        d = _parse_times(d, ("created_ts", "expiry_ts", "entry_ts", "max_hold_until", "exit_ts", "last_bar_ts"))
+        d["strategy"] = StrategyName(d["strategy"])
+        d["entry_type"] = OrderType(d["entry_type"])
+        d["exit_reason"] = None if d["exit_reason"] is None else ExitReason(d["exit_reason"])
+        d["hold"] = timedelta(seconds=float(d["hold"]))
+        return cls(**d)
+
+    def to_domain(self) -> Position:
+        return Position(
+            position_id=self.position_id,
+            symbol=self.symbol,
+            strategy=self.strategy,
+            opened_ts=self.entry_ts or self.created_ts,
+            quantity=self.quantity,
+            avg_price=self.avg_price,
+            take_profit_price=self.take_profit_price if self.quantity else None,
+            stop_price=self.stop_price if self.quantity else None,
+            trailing_stop_pct=self.trailing_stop_pct,
+            highest_price=self.highest_price,
+            max_hold_until=self.max_hold_until,
+            range_support=self.range_support,
+            range_resistance=self.range_resistance,
+            fees_paid=self.fees,
+            signal_id=self.signal_id,
+            status=self.status,
+        )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    if isinstance(v, (StrategyName, OrderType, ExitReason)):
+        return v.value
+    return v
+
+
+def _parse_times(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    d = dict(d)
+    for k in keys:
+        if d.get(k) is not None and isinstance(d[k], str):
+            d[k] = datetime.fromisoformat(d[k])
+    return d
+
+
+# --- events -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filled:
+    level: int
+    client_order_id: str
+    ts: datetime
+    price: float
+    quantity: float
+    fee: float
+    liquidity: Liquidity
+
+
+@dataclass(frozen=True)
+class Expired:
+    level: int
+    client_order_id: str
+    ts: datetime
+    why: Literal["expiry", "exit"] = "expiry"
+
+
+@dataclass(frozen=True)
+class Exited:
+    reason: ExitReason
+    ts: datetime  # close time of the exit bar: when the outcome is known
+    price: float
+    quantity: float
+    fee: float
+    liquidity: Liquidity
+
+
+PositionEvent = Filled | Expired | Exited
+
+
+# --- rules ------------------------------------------------------------------------------------------------
+
+
+def open_position(
+    signal: Signal, scores: Scores, notional: float, settings: Settings, position_id: str | None = None
+) -> ManagedPosition:
+    """Build the entry levels from the plan: a grid of equal-notional limit buys, or one market level."""
+    if not math.isfinite(notional) or notional <= 0:
+        raise ValueError(f"{signal.signal_id}: notional must be finite and > 0, got {notional}")
+    plan = signal.plan
+    pid = position_id or f"pos:{signal.signal_id}"
+    created = signal.ts + timeframe_duration(signal.timeframe)
+    if plan.entry_type is OrderType.MARKET:
+        prices: tuple[float, ...] = (signal.price,)
+    else:
+        prices = plan.entry_prices
+    if any(not math.isfinite(p) or p <= 0 for p in prices):
+        raise ValueError(f"{signal.signal_id}: entry prices must be finite and > 0, got {prices}")
+    per_level = notional / len(prices)
+    levels = [EntryLevel(price=p, quantity=per_level / p, client_order_id=f"{pid}:e{i}") for i, p in enumerate(prices)]
+    expiry = created + plan.entry_expiry if plan.entry_type is OrderType.LIMIT and plan.entry_expiry else None
+    return ManagedPosition(
+        position_id=pid,
+        symbol=signal.symbol,
+        strategy=signal.strategy,
+        signal_id=signal.signal_id,
+        timeframe=signal.timeframe,
+        created_ts=created,
+        entry_levels=levels,
+        entry_type=plan.entry_type,
+        expiry_ts=expiry,
+        take_profit_pct=scores.take_profit_pct,
+        stop_loss_pct=scores.stop_loss_pct,
+        trailing_stop_pct=plan.trailing_stop_pct,
+        hold=scores.hold or plan.max_hold,
+        range_support=plan.range_support,
+        range_resistance=plan.range_resistance,
+        range_stop_pct=settings.strategy.channel.stop_below_support,
+    )
+
+
+def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: float, fee: float) -> Filled:
+    """Record one level's fill (used by `step` and by the ledger for venue fills) and re-average."""
+    lv = pos.entry_levels[level]
+    if lv.filled:
+        raise ValueError(f"{lv.client_order_id} is already filled; a fill is applied once")
+    lv.filled, lv.fill_price, lv.fill_ts, lv.fee = True, price, ts, fee
+    new_qty = pos.quantity + lv.quantity
+    pos.avg_price = (pos.avg_price * pos.quantity + price * lv.quantity) / new_qty
+    pos.quantity = new_qty
+    pos.fees += fee
+    if pos.entry_ts is None:  # the stop exists from this first fill on
+        pos.entry_ts = ts
+        pos.max_hold_until = ts + pos.hold
+        pos.highest_price = price
+        pos.status = "open"
+    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
+    return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, liq)
+
+
+def close_position(
+    pos: ManagedPosition, reason: ExitReason, ts: datetime, price: float, liquidity: Liquidity, settings: Settings
+) -> list[PositionEvent]:
+    """Exit the whole filled quantity and cancel the resting levels."""
+    events: list[PositionEvent] = []
+    for i, lv in enumerate(pos.entry_levels):
+        if lv.resting:
+            lv.expired = True
+            events.append(Expired(i, lv.client_order_id, ts, "exit"))
+    fee = price * pos.quantity * fee_rate(liquidity, settings)
+    pos.exit_reason, pos.exit_price, pos.exit_ts, pos.exit_fee = reason, price, ts, fee
+    pos.fees += fee
+    pos.status = "closed"
+    events.append(Exited(reason, ts, price, pos.quantity, fee, liquidity))
+    return events
+
+
+def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEvent]:
+    """Advance one bar (starting at/after the signal bar's close). Returns what happened, in order."""
+    if pos.status == "closed":
+        return []
+    if bar.ts < pos.created_ts:
+        raise ValueError(f"{pos.position_id}: bar {bar.ts} starts before the signal bar closed ({pos.created_ts})")
+    if pos.last_bar_ts is not None and bar.ts <= pos.last_bar_ts:
+        raise ValueError(f"{pos.position_id}: bars must move forward ({bar.ts} after {pos.last_bar_ts})")
+    pos.last_bar_ts = bar.ts
+    ex = settings.execution
+    bar_end = bar.ts + (bar.duration or timeframe_duration(pos.timeframe))
+    events: list[PositionEvent] = []
+
+    # 1. expiry before fills: a level cannot fill in a bar that starts after it expired.
+    if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
+        for i, lv in enumerate(pos.entry_levels):
+            if lv.resting:
+                lv.expired = True
+                events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
+
+    # 2. entries.
+    was_flat = pos.quantity == 0
+    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
+    for i, lv in enumerate(pos.entry_levels):
+        if not lv.resting:
+            continue
+        price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, ex.slippage)
+        if price is not None:
+            events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
+    if pos.quantity == 0:
+        if not any(lv.resting for lv in pos.entry_levels):
+            pos.status = "closed"  # every level expired unfilled: nothing was bought
+        return events
+    limit_entry_bar = was_flat and pos.entry_type is OrderType.LIMIT
+
+    # 3. exits, conservative order: stop, then TP, then close-based exits.
+    stop_px = stop_fill_price(pos.stop_price, bar, ex.slippage)
+    if stop_px is not None:
+        trail = pos.trailing_price
+        reason = ExitReason.TRAILING_STOP if trail is not None and trail > pos.stop_loss_price else ExitReason.STOP_LOSS
+        return events + close_position(pos, reason, bar_end, stop_px, "taker", settings)
+    tp = pos.take_profit_price
+    if limit_entry_bar:
+        tp_px = tp if bar.close >= tp else None
+    else:
+        tp_px = fill_price(Side.SELL, OrderType.LIMIT, tp, bar, 0.0)
+    if tp_px is not None:
+        return events + close_position(pos, ExitReason.TAKE_PROFIT, bar_end, tp_px, "maker", settings)
+    range_stop = pos.range_stop_price
+    broken_down = range_stop is not None and bar.close < range_stop
+    broken_up = pos.range_resistance is not None and bar.close > pos.range_resistance
+    if broken_down or broken_up:
+        px = bar.close * (1 - ex.slippage)
+        return events + close_position(pos, ExitReason.RANGE_BREAK, bar_end, px, "taker", settings)
+    if pos.max_hold_until is not None and bar_end >= pos.max_hold_until:
+        px = bar.close * (1 - ex.slippage)
+        return events + close_position(pos, ExitReason.MAX_HOLD, bar_end, px, "taker", settings)
+
+    # 4. trailing high after the stop check (no intra-bar look-ahead).
+    pos.highest_price = max(pos.highest_price, bar.close if limit_entry_bar else bar.high)
+    return events
+
+
+def end_of_data(pos: ManagedPosition, last_bar: Bar, settings: Settings) -> list[PositionEvent]:
+    """The data ran out with the position open: mark it out at the last close (a taker exit)."""
+    if pos.status == "closed":
+        return []
+    if pos.quantity == 0:
+        for lv in pos.entry_levels:
+            lv.expired = True
+        pos.status = "closed"
+        return []
+    bar_end = last_bar.ts + (last_bar.duration or timeframe_duration(pos.timeframe))
+    px = last_bar.close * (1 - settings.execution.slippage)
+    return close_position(pos, ExitReason.END_OF_DATA, bar_end, px, "taker", settings)
+
+
+__all__ = [
+    "Bar",
+    "EntryLevel",
+    "Exited",
+    "Expired",
+    "Filled",
+    "ManagedPosition",
+    "PositionEvent",
+    "apply_entry_fill",
+    "close_position",
+    "end_of_data",
+    "fee_rate",
+    "fill_price",
+    "open_position",
+    "step",
+    "stop_fill_price",
+]
