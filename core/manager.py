@@ -28,8 +28,9 @@ from core.scoring import expected_value
 from core.settings import Settings
 from core.sizing import SizeResult, size_position
 
-# The signal feature carrying the annualised realised volatility used by the volatility scaler.
-VOL_FEATURE = "realised_vol"
+# The signal feature carrying the annualised realised volatility (last 24h of bars, core.indicators)
+# used by the volatility scaler; every strategy reports it.
+VOL_FEATURE = "rvol_24h"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,362 @@
+"""The backtest engine: history replayed through the same scan -> score -> manage -> execute path as
+paper trading.
+
+1. detect_all once over the whole history (vectorised; a value at bar t uses bars <= t only);
+2. every signal scored in one batch (scores depend on the signal alone, not on the book);
+3. a loop over the detection bars' close times, visiting only times with signals or open positions:
+   open positions are stepped (core.positions.step, the one copy of the fill/exit rules) on the bar
+   that just closed - or on its finer bars (e.g. 5m) when an exit frame covers that whole bar - then
+   the manager decides on the signals of that bar with the book marked at that close, and the taken
+   entries become positions whose orders rest from that close on.
+
+The cash book is folded from the position events: an entry fill pays price x qty + fee, an exit
+receives price x qty - fee, so every fee is charged exactly once; equity = cash + filled quantity x
+the last close. Deterministic: no clock, no randomness, ties broken by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import polars as pl
+
+from core.domain import Decision, Regime, timeframe_duration
+from core.errors import DataQualityError
+from core.manager import StrategyManager
+from core.regime import regime_frame
+from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, open_position, step
+from core.risk import Holding, PortfolioView
+from core.scoring import RuleOnlyScorer, Scorer
+from core.settings import Settings
+from core.strategies.base import validate_bars
+from core.strategies.registry import detect_all, signals_from_frame
+
+Progress = Callable[[int, int], None]
+
+_US = 1_000_000
+
+
+@dataclass
+class _Series:
+    """One symbol's bars as numpy arrays (ts in epoch microseconds of the bar open)."""
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+
+def _by_symbol(bars: pl.DataFrame) -> dict[str, _Series]:
+    out: dict[str, _Series] = {}
+    cols = bars.select(
+        "symbol", pl.col("ts").dt.cast_time_unit("us").dt.epoch("us").alias("t"), "open", "high", "low", "close"
+    )
+    for (sym,), part in cols.partition_by("symbol", as_dict=True, maintain_order=True).items():
+        out[str(sym)] = _Series(*(part.get_column(c).to_numpy() for c in ("t", "open", "high", "low", "close")))
+    return out
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / _US, tz=UTC)
+
+
+
+@dataclass
+class BacktestResult:
+    settings_fingerprint: str
+    timeframe: str
+    start: datetime
+    end: datetime
+    symbols: list[str]
+    bars: int
+    signals: int
+    trades: pl.DataFrame
+    decisions: pl.DataFrame
+    equity: pl.DataFrame
+    fills: pl.DataFrame
+    regime_changes: pl.DataFrame
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Book:
+    cash: float
+    marks: dict[str, float] = field(default_factory=dict)
+    fills: list[tuple] = field(default_factory=list)
+
+    def apply(self, pos: ManagedPosition, events: list) -> None:
+        for ev in events:
+            if isinstance(ev, Filled):
+                self.cash -= ev.price * ev.quantity + ev.fee
+                self.fills.append((pos.position_id, ev.client_order_id, "buy", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+            elif isinstance(ev, Exited):
+                self.cash += ev.price * ev.quantity - ev.fee
+                self.fills.append((pos.position_id, f"{pos.position_id}:x", "sell", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+
+
+def run_backtest(
+    bars: pl.DataFrame,
+    settings: Settings,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    scorer: Scorer | None = None,
+    exit_bars: pl.DataFrame | None = None,
+    market_bars: pl.DataFrame | None = None,
+    use_regime: bool = True,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Replay `bars` (one timeframe, many symbols, sorted by (symbol, ts)); decisions only for signal bars
+    with start <= ts < end (earlier bars warm the indicators up).
+
+    The regime comes from `market_bars` (BTC + the monitored coins; default: `bars`), as of each signal
+    bar's close; `use_regime=False` trades as if always NORMAL. Exits are checked on `exit_bars` (a finer
+    timeframe of the same symbols) wherever they cover a whole detection bar."""
+    t0 = time.perf_counter()
+    tf = validate_bars(bars)
+    dur = timeframe_duration(tf)
+    dur_us = int(dur / timedelta(microseconds=1))
+    ts_all = bars.get_column("ts")
+    start = start or ts_all.min()
+    end = end or (ts_all.max() + dur)
+    if start >= end:
+        raise DataQualityError(f"backtest window is empty: start {start} >= end {end}")
+    timings: dict[str, float] = {}
+
+    # 1. detection over the whole history (warm-up included), then the window's signals only.
+    frame = detect_all(bars, settings).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    timings["detect_s"] = time.perf_counter() - t0
+    signals = signals_from_frame(frame)
+    scores = (scorer or RuleOnlyScorer(settings)).score(signals)
+    timings["score_s"] = time.perf_counter() - t0 - timings["detect_s"]
+    by_bar: dict[int, list[int]] = {}
+    for i, s in enumerate(signals):
+        by_bar.setdefault(int(s.ts.timestamp() * _US), []).append(i)
+
+    # Regime as of each bar close (the last regime row at or before it; NORMAL before the first).
+    reg_ts, reg_val, changes = np.array([], dtype=np.int64), [], _empty_changes()
+    if use_regime:
+        rf = regime_frame(market_bars if market_bars is not None else bars, settings).sort("ts")
+        reg_ts = rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_numpy()
+        reg_val = [Regime(r) for r in rf.get_column("regime").to_list()]
+        changes = (
+            rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
+            .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+            .select(pl.col("ts").dt.cast_time_unit("us"), "regime", "reason")
+        )
+    timings["regime_s"] = time.perf_counter() - t0 - timings["detect_s"] - timings["score_s"]
+
+    window = bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    series = _by_symbol(window)
+    fine = _by_symbol(exit_bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))) if exit_bars is not None else {}
+    fine_dur = timeframe_duration(validate_bars(exit_bars)) if exit_bars is not None else None
+    fine_per_bar = int(dur / fine_dur) if fine_dur else 0
+    timeline = np.unique(np.concatenate([s.ts for s in series.values()])) if series else np.array([], dtype=np.int64)
+
+    manager = StrategyManager(settings)
+    book = _Book(cash=settings.risk.capital)
+    open_pos: list[ManagedPosition] = []
+    cursor: dict[str, int] = {}  # next bar index per position id
+    closed: list[ManagedPosition] = []
+    decisions: list[Decision] = []
+    curve: list[tuple[int, float, float, float]] = []  # ts (close, us), cash, equity, open notional
+    n = len(timeline)
+    signal_bars = by_bar.keys()
+
+    for k, t in enumerate(timeline):
+        t = int(t)
+        if progress is not None and k % 2048 == 0:
+            progress(k, n)
+        if not open_pos and t not in signal_bars:
+            continue
+        close_us = t + dur_us
+        # 2. step open positions on the bar that opened at t (or its finer bars).
+        still: list[ManagedPosition] = []
+        for pos in open_pos:
+            ser = series[pos.symbol]
+            i = cursor[pos.position_id]
+            while i < len(ser.ts) and ser.ts[i] < t:
+                i += 1  # bars before t were already visited (or precede the position)
+            if i < len(ser.ts) and ser.ts[i] == t:
+                events = _step_bar(pos, ser, i, fine.get(pos.symbol), fine_per_bar, fine_dur, settings)
+                book.apply(pos, events)
+                book.marks[pos.symbol] = float(ser.close[i])
+                i += 1
+            cursor[pos.position_id] = i
+            (closed if pos.status == "closed" else still).append(pos)
+        open_pos = still
+        # 3. decide on this bar's signals with the book marked at its close.
+        idx = by_bar.get(t)
+        if idx:
+            for sym in {signals[j].symbol for j in idx}:
+                ser = series.get(sym)
+                if ser is not None:
+                    pos_i = int(np.searchsorted(ser.ts, t))
+                    if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
+                        book.marks[sym] = float(ser.close[pos_i])
+            view = _view(book, open_pos)
+            r_i = int(np.searchsorted(reg_ts, t, side="right")) - 1
+            regime = reg_val[r_i] if r_i >= 0 else Regime.NORMAL
+            result = manager.decide([signals[j] for j in idx], [scores[j] for j in idx], view, regime, _dt(close_us))
+            decisions.extend(result.decisions)
+            for entry in result.entries:
+                pos = open_position(entry.signal, entry.scores, entry.notional, settings)
+                open_pos.append(pos)
+                cursor[pos.position_id] = int(np.searchsorted(series[pos.symbol].ts, close_us))
+        equity, notional = _marked(book, open_pos)
+        curve.append((close_us, book.cash, equity, notional))
+
+    # 4. the data ran out: close what is still open at each symbol's last bar in the window.
+    for pos in open_pos:
+        ser = series[pos.symbol]
+        last = Bar(_dt(int(ser.ts[-1])), float(ser.open[-1]), float(ser.high[-1]), float(ser.low[-1]), float(ser.close[-1]))
+        book.apply(pos, end_of_data(pos, last, settings))
+        closed.append(pos)
+    if open_pos:
+        equity, notional = _marked(book, [])
+        curve.append((max(int(timeline[-1]) + dur_us, curve[-1][0] if curve else 0), book.cash, equity, notional))
+    if progress is not None:
+        progress(n, n)
+    timings["loop_s"] = time.perf_counter() - t0 - sum(timings.values())
+    return BacktestResult(
+        settings_fingerprint=settings.fingerprint(),
+        timeframe=tf,
+        start=start,
+        end=end,
+        symbols=sorted(series),
+        bars=window.height,
+        signals=len(signals),
+        trades=trades_frame(closed),
+        decisions=decisions_frame(decisions),
+        equity=_curve_frame(curve),
+        fills=_fills_frame(book.fills),
+        regime_changes=changes,
+        seconds=time.perf_counter() - t0,
+        timings=timings,
+    )
+
+
+def _step_bar(
+    pos: ManagedPosition,
+    ser: _Series,
+    i: int,
+    fine: _Series | None,
+    fine_per_bar: int,
+    fine_dur: timedelta | None,
+    settings: Settings,
+) -> list:
+    """Step on the finer bars of bar i when they cover it completely, else on bar i itself."""
+    t = int(ser.ts[i])
+    if fine is not None and fine_per_bar > 1:
+        a = int(np.searchsorted(fine.ts, t))
+        b = a + fine_per_bar
+        if b <= len(fine.ts) and fine.ts[b - 1] - fine.ts[a] == (fine_per_bar - 1) * int(fine_dur / timedelta(microseconds=1)):
+            events: list = []
+            for j in range(a, b):
+                events += step(pos, Bar(_dt(int(fine.ts[j])), float(fine.open[j]), float(fine.high[j]), float(fine.low[j]), float(fine.close[j]), fine_dur), settings)
+                if pos.status == "closed":
+                    break
+            return events
+    return step(pos, Bar(_dt(t), float(ser.open[i]), float(ser.high[i]), float(ser.low[i]), float(ser.close[i])), settings)
+
+
+def _view(book: _Book, open_pos: list[ManagedPosition]) -> PortfolioView:
+    equity, _ = _marked(book, open_pos)
+    holdings = [
+        Holding(p.symbol, p.strategy, p.quantity * book.marks.get(p.symbol, p.avg_price) + p.resting_notional, p.quantity == 0)
+        for p in open_pos
+    ]
+    return PortfolioView(equity, holdings)
+
+
+def _marked(book: _Book, open_pos: list[ManagedPosition]) -> tuple[float, float]:
+    """(equity, open notional incl. resting entry orders) at the last marks."""
+    filled = sum(p.quantity * book.marks.get(p.symbol, p.avg_price) for p in open_pos)
+    resting = sum(p.resting_notional for p in open_pos)
+    return book.cash + filled, filled + resting
+
+
+TS_US = pl.Datetime("us", "UTC")
+
+
+def trades_frame(closed: list[ManagedPosition]) -> pl.DataFrame:
+    from core.backtest.metrics import TRADE_SCHEMA
+
+    rows = [
+        {
+            "position_id": p.position_id,
+            "symbol": p.symbol,
+            "strategy": p.strategy.value,
+            "entry_ts": p.entry_ts,
+            "exit_ts": p.exit_ts,
+            "entry_price": p.avg_price,
+            "exit_price": p.exit_price,
+            "quantity": p.quantity,
+            "gross_pnl": p.gross_pnl,
+            "fees": p.fees,
+            "net_pnl": p.net_pnl,
+            "exit_reason": p.exit_reason.value if p.exit_reason else None,
+            "signal_id": p.signal_id,
+        }
+        for p in closed
+        if p.quantity > 0
+    ]
+    return pl.DataFrame(rows, schema=TRADE_SCHEMA).sort("exit_ts", "symbol", "position_id")
+
+
+DECISION_SCHEMA: dict[str, pl.DataType] = {
+    "signal_id": pl.Utf8(),
+    "symbol": pl.Utf8(),
+    "strategy": pl.Utf8(),
+    "ts": TS_US,
+    "taken": pl.Boolean(),
+    "reason": pl.Utf8(),
+    "regime": pl.Utf8(),
+    "confidence": pl.Float64(),
+    "expected_value": pl.Float64(),
+    "notional": pl.Float64(),
+    "rule_only": pl.Boolean(),
+    "model_version": pl.Utf8(),
+    "take_profit_pct": pl.Float64(),
+    "stop_loss_pct": pl.Float64(),
+    "size_multiplier": pl.Float64(),
+}
+
+
+def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
+    rows = [
+        (
+            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason, d.regime.value, d.confidence,
+            d.expected_value, d.notional,
+            d.scores.rule_only if d.scores else None,
+            d.scores.model_version if d.scores else None,
+            d.scores.take_profit_pct if d.scores else None,
+            d.scores.stop_loss_pct if d.scores else None,
+            d.scores.size_multiplier if d.scores else None,
+        )
+        for d in decisions
+    ]
+    return pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
+
+
+def _curve_frame(curve: list[tuple[int, float, float, float]]) -> pl.DataFrame:
+    return pl.DataFrame(curve, schema={"ts": pl.Int64, "cash": pl.Float64, "equity": pl.Float64, "open_notional": pl.Float64}, orient="row").with_columns(
+        pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC")
+    )
+
+
+def _empty_changes() -> pl.DataFrame:
+    return pl.DataFrame(schema={"ts": TS_US, "regime": pl.Utf8, "reason": pl.Utf8})
+
+
+def _fills_frame(fills: list[tuple]) -> pl.DataFrame:
+    schema = {"position_id": pl.Utf8, "client_order_id": pl.Utf8, "side": pl.Utf8, "ts": TS_US, "price": pl.Float64,
+              "quantity": pl.Float64, "fee": pl.Float64, "liquidity": pl.Utf8}
+    return pl.DataFrame(fills, schema=schema, orient="row")
+
