@@ -35,6 +35,10 @@ from core.feeds.polygon_schemas import ParseCounters, pair_for, parse_ws_message
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
+# websockets logs every frame at DEBUG, the auth frame (with the key) included: its logger for our
+# connections is pinned at INFO so no debug setting can ever print the key.
+_WIRE_LOG = logging.getLogger(__name__ + ".wire")
+_WIRE_LOG.setLevel(logging.INFO)
 
 
 @dataclass
@@ -89,7 +93,9 @@ class PolygonStreamClient:
         attempt = 0
         while not stop.is_set():
             try:
-                async with websockets.connect(self.url, max_size=None, open_timeout=HANDSHAKE_TIMEOUT) as ws:
+                async with websockets.connect(
+                    self.url, max_size=None, open_timeout=HANDSHAKE_TIMEOUT, logger=_WIRE_LOG
+                ) as ws:
                     await self._handshake(ws)
                     self.metrics.connects += 1
                     attempt = 0

@@ -38,6 +38,9 @@ from core.feeds.polygon_schemas import MINUTE_MS, candles_to_xa_json, symbol_fro
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, auth frames (keys) included: pin our server's logger at INFO.
+_WIRE_LOG = logging.getLogger(__name__ + ".wire")
+_WIRE_LOG.setLevel(logging.INFO)
 
 
 def _status(status: str, message: str) -> str:
@@ -60,6 +63,10 @@ class ReplayTape:
 
     def __len__(self) -> int:
         return len(self.s_ms)
+
+    def close_all(self) -> None:
+        """Mark every recorded minute as closed (REST-only use, e.g. a backfill against the replay)."""
+        self.closed_until_ms = (self.s_ms[-1] + MINUTE_MS) if self.s_ms else 0
 
     def index_at(self, ts: datetime | None) -> int:
         if ts is None:
@@ -133,6 +140,7 @@ class ReplayWsServer:
         self.port = port
         self.events_per_message = events_per_message
         self.sent_events = 0
+        self.connections = 0
         self.finished = asyncio.Event()
         self._key = api_key
         self._start_index = tape.index_at(start)
@@ -149,7 +157,9 @@ class ReplayWsServer:
         if self._start_index < len(self.tape):
             # Everything before the start counts as already closed: REST can serve it.
             self.tape.closed_until_ms = self.tape.s_ms[self._start_index]
-        self._server = await websockets.serve(self._handle, self.host, self.port, max_size=None)
+        self._server = await websockets.serve(
+            self._handle, self.host, self.port, max_size=None, logger=_WIRE_LOG
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         self._publisher = asyncio.create_task(self._publish())
         log.info("replay WebSocket server on %s (%d bars, speed %s)", self.url, len(self.tape), self.speed or "max")
@@ -171,6 +181,7 @@ class ReplayWsServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         client = _Client()
+        self.connections += 1
         await ws.send(_status("connected", "Connected Successfully"))
         try:
             async for raw in ws:
