@@ -1,0 +1,142 @@
+"""Slack incoming-webhook alerts: data health, fills, exits, regime changes, flow failures.
+
+POST {"text": ..., "blocks": [...]} as JSON to the webhook URL (https://api.slack.com/messaging/webhooks).
+An alert must never break trading: every failure (timeout, connection error, 5xx, 429) is logged and
+retried a few times, honouring Retry-After on 429, and then given up; send() returns whether Slack took
+it and never raises. Without a configured URL, alerts are only logged. The URL is a secret (whoever has it
+can post to the channel): it is kept as SecretStr and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 30.0  # never let Slack park a trading flow for longer than this
+_WEBHOOK_PATH = re.compile(r"/services/[^\s\"']+")
+
+
+class _RedactWebhookPaths(logging.Filter):
+    """httpx logs every request URL at INFO; a webhook's path is its secret, so cut it out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = _WEBHOOK_PATH.sub("/services/<redacted>", record.getMessage())
+            record.args = None
+        return True
+
+
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactWebhookPaths) for f in _httpx_log.filters):
+    _httpx_log.addFilter(_RedactWebhookPaths())
+
+
+class AlertKind(StrEnum):
+    DATA_HEALTH = "data_health"
+    FILL = "fill"
+    EXIT = "exit"
+    REGIME_CHANGE = "regime_change"
+    FLOW_FAILURE = "flow_failure"
+
+
+_ICON = {
+    AlertKind.DATA_HEALTH: ":warning:",
+    AlertKind.FILL: ":white_check_mark:",
+    AlertKind.EXIT: ":checkered_flag:",
+    AlertKind.REGIME_CHANGE: ":rotating_light:",
+    AlertKind.FLOW_FAILURE: ":x:",
+}
+
+
+@dataclass
+class AlertStats:
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    logged_only: int = 0
+
+
+class SlackAlerter:
+    def __init__(
+        self,
+        webhook_url: SecretStr | None,
+        *,
+        timeout: float = 5.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._url = webhook_url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.stats = AlertStats()
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SlackAlerter:
+        a = settings.alerts
+        return cls(a.slack_webhook_url, timeout=a.timeout_seconds, max_retries=a.max_retries)
+
+    def send(self, kind: AlertKind, title: str, lines: list[str] | None = None, *, fields: dict[str, Any] | None = None) -> bool:
+        """Post one alert; True when Slack accepted it. Never raises."""
+        try:
+            payload = self._payload(kind, title, lines or [], fields or {})
+        except Exception as exc:  # a bad field value must not break the caller either
+            log.error("could not build %s alert %r: %s", kind, title, exc)
+            return False
+        log.info("alert [%s] %s", kind.value, payload["text"])
+        if self._url is None:
+            self.stats.logged_only += 1
+            return False
+        return self._post(kind, payload)
+
+    @staticmethod
+    def _payload(kind: AlertKind, title: str, lines: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+        text = f"{_ICON[kind]} [{kind.value}] {title}"
+        body = "\n".join(lines + [f"*{k}*: {v}" for k, v in fields.items()])
+        blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
+        if body:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body[:2900]}})  # Slack: 3000 max
+        return {"text": text + (f"\n{body}" if body else ""), "blocks": blocks}
+
+    def _post(self, kind: AlertKind, payload: dict[str, Any]) -> bool:
+        assert self._url is not None
+        url = self._url.get_secret_value()
+        for attempt in range(self.max_retries + 1):
+            delay = self.backoff * 2**attempt
+            try:
+                response = httpx.post(url, json=payload, timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__  # never str(exc): it may quote the URL
+            else:
+                if response.status_code < 300:
+                    self.stats.sent += 1
+                    return True
+                reason = f"HTTP {response.status_code}"
+                if response.status_code == 429:
+                    try:
+                        delay = min(MAX_RETRY_AFTER, float(response.headers.get("Retry-After", delay)))
+                    except ValueError:
+                        pass
+                elif response.status_code < 500:
+                    break  # 4xx other than 429 (bad URL, revoked hook): retrying cannot help
+            if attempt < self.max_retries:
+                self.stats.retries += 1
+                log.warning("Slack %s alert failed (%s); retry %d/%d in %.2fs", kind.value, reason, attempt + 1, self.max_retries, delay)
+                self._sleep(delay)
+        self.stats.failed += 1
+        log.error("Slack %s alert not delivered (%s); it is in the log above", kind.value, reason)
+        return False
