@@ -24,12 +24,15 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from collections.abc import Callable
 
+from core.domain import Order, OrderType, Side, StrategyName
+
+PAIR = "BTC-USD"
 IN_FLIGHT = {"SUBMITTED", "OPEN", "PARTIALLY_FILLED", "PENDING_CANCEL"}
 MAKER_FEE, TAKER_FEE = 0.0025, 0.0040
 
@@ -374,3 +377,26 @@ def settings_for(server: HummingbotTestServer, **execution: Any):  # noqa: ANN20
         "backoff_seconds": 0.01,
     }
     return load_settings(execution={**base, **execution})
+
+
+def make_order(
+    cid: str = "dca:BTC:1",
+    *,
+    side: Side = Side.BUY,
+    qty: float = 0.01,
+    price: float | None = 39_000.0,
+    order_type: OrderType = OrderType.LIMIT,
+    symbol: str = "BTC",
+) -> Order:
+    """An order as the manager hands it to a venue (our own client_order_id)."""
+    return Order(
+        client_order_id=cid,
+        symbol=symbol,
+        side=side,
+        order_type=order_type,
+        quantity=qty,
+        price=price,
+        strategy=StrategyName.DCA,
+        position_id="pos-1",
+        created_ts=datetime(2024, 3, 1, tzinfo=UTC),
+    )

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 import core.venues.hummingbot as hummingbot_module
-from core.domain import Order, OrderStatus, OrderType, Side, StrategyName
+from core.domain import OrderStatus, OrderType
 from core.errors import TemporaryVenueError, VenueError
 from core.storage.duckdb_store import DuckDBStore
 from core.venues.base import Venue
 from core.venues.hummingbot import HummingbotVenue, UnknownOrderError
 from core.venues.order_journal import OrderJournal
-from tests.hummingbot_server import ExchangeState, HummingbotTestServer, settings_for
-
-PAIR = "BTC-USD"
-
+from tests.hummingbot_server import PAIR, ExchangeState, HummingbotTestServer, make_order, settings_for
 
 @pytest.fixture
 def hb() -> Iterator[HummingbotTestServer]:
@@ -49,21 +45,6 @@ def venue(hb: HummingbotTestServer, journal: OrderJournal, sleeps: list[float]) 
     v = HummingbotVenue(settings_for(hb), journal, sleep=sleeps.append)
     yield v
     v.close()
-
-
-def make_order(cid: str = "dca:BTC:1", *, side: Side = Side.BUY, qty: float = 0.01, price: float | None = 39_000.0,
-               order_type: OrderType = OrderType.LIMIT, symbol: str = "BTC") -> Order:
-    return Order(
-        client_order_id=cid,
-        symbol=symbol,
-        side=side,
-        order_type=order_type,
-        quantity=qty,
-        price=price,
-        strategy=StrategyName.DCA,
-        position_id="pos-1",
-        created_ts=datetime(2024, 3, 1, tzinfo=UTC),
-    )
 
 
 def place_count(hb: HummingbotTestServer) -> int:
