@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from core.domain import OrderType, Signal, StrategyName, TradePlan
+from core.domain import OrderType, Signal, StrategyName, TradePlan, bars_in
 from core.settings import Settings
 from core.strategies.base import PLAN_COLUMNS, Strategy, checked_detect, validate_bars
 from core.strategies.channel import ChannelStrategy
@@ -38,6 +38,18 @@ def build_strategies(settings: Settings) -> dict[StrategyName, Strategy]:
         StrategyName.SWING: SwingStrategy.from_settings(s),
         StrategyName.CHANNEL: ChannelStrategy.from_settings(s),
     }
+
+
+def warmup_bars(settings: Settings) -> int:
+    """Bars a scan window should hold so its values match a full-history run: the recursive indicators
+    (EMA, Wilder RSI/ATR) forget their seed geometrically, (1 - 2/51)^500 ~ 2e-9 for EMA(50) after 10
+    periods, and the longest plain window (channel, 24h features) must be full on top of that."""
+    s = settings.strategy
+    recursive = 10 * max(s.swing.ema_period, s.rsi_period, s.atr_period)
+    windows = max(s.channel.window_bars, s.volume_avg_bars + 1, s.swing.resistance_bars + 1,
+                  bars_in(timedelta(hours=24), settings.data.detection_timeframe) + 1,
+                  bars_in(s.dca.lookback, settings.data.detection_timeframe))
+    return recursive + windows
 
 
 def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
