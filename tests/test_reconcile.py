@@ -161,3 +161,20 @@ def test_reconcile_when_everything_agrees_then_clean_report(hb: HummingbotTestSe
     report = reconcile(venue, journal)
     assert report.clean and report.summary() == "reconciliation: journal and venue agree"
     store.close()
+
+
+def test_reconcile_when_journal_lives_in_either_store_backend_then_crash_is_adopted(
+    hb: HummingbotTestServer, store: object
+) -> None:
+    # Same crash as above, with the journal in DuckDB and in the real Postgres (the `store` fixture).
+    journal = OrderJournal(store)  # type: ignore[arg-type]
+    venue = HummingbotVenue(settings_for(hb), journal, sleep=lambda s: None)
+    journal.record_intent(make_order("dca:BTC:pg", price=39_100.0))
+    hb.state.place({"account_name": "master_account", "connector_name": "kraken", "trading_pair": PAIR,
+                    "trade_type": "BUY", "amount": 0.01, "order_type": "LIMIT", "price": 39_100.0})
+    report = reconcile(venue, OrderJournal(store))  # type: ignore[arg-type]
+    assert report.adopted == ["dca:BTC:pg"]
+    assert journal.intent("dca:BTC:pg").outcome == "adopted"
+    assert journal.order("dca:BTC:pg").venue_order_id == hb.state.orders_at_venue()[0]["order_id"]
+    assert venue.submit(make_order("dca:BTC:pg", price=39_100.0)).status == OrderStatus.OPEN
+    assert len(hb.state.orders_at_venue()) == 1 and writes(hb) == []
