@@ -7,6 +7,7 @@ matching engine, and can be told to fail in the ways a live venue fails:
   "500_after"            place the order, then answer 500
   "429"                  answer 429 (Retry-After: 0) without placing
   "401"                  answer 401 whatever the credentials
+  "bad_ack"              place the order, then answer 201 with a body that is not the documented shape
 Failures are queued per route name ("place", "cancel", "active", "search", "trades", "state") and
 consumed one request at a time.
 
@@ -249,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         code, out = getattr(self, f"_{route}")(path, body)
         if failure == "timeout_after_place":
             time.sleep(st.delay)
+        if failure == "bad_ack":
+            self._send(201, {"unexpected": "shape"})
+            return
         if failure == "500_after":
             self._send(500, {"detail": "Unexpected error placing trade: lost the exchange's answer"})
             return

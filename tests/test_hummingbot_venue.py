@@ -119,6 +119,15 @@ def test_submit_when_500_after_placing_then_found_by_search_and_not_resent(
     assert [o["order_id"] for o in hb.state.orders_at_venue()] == [placed.venue_order_id]
 
 
+def test_submit_when_ack_is_unreadable_then_treated_as_ambiguous_and_adopted(
+    venue: HummingbotVenue, hb: HummingbotTestServer
+) -> None:
+    hb.state.fail_next("place", "bad_ack")
+    placed = venue.submit(make_order())
+    assert place_count(hb) == 1
+    assert [o["order_id"] for o in hb.state.orders_at_venue()] == [placed.venue_order_id]
+
+
 def test_submit_when_identical_order_already_resting_then_ambiguous_failure_does_not_adopt_it(
     venue: HummingbotVenue, hb: HummingbotTestServer
 ) -> None:

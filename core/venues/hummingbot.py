@@ -108,7 +108,10 @@ class HummingbotVenue:
             raise TemporaryVenueError(f"Hummingbot {path} unreachable: {type(exc).__name__}") from None
         code = resp.status_code
         if code < 300:
-            return resp.json()
+            try:
+                return resp.json()
+            except ValueError:  # a proxy's page, a cut connection: we cannot tell what happened
+                raise TemporaryVenueError(f"Hummingbot {path}: HTTP {code} with a body that is not JSON") from None
         detail = _detail(resp)
         if code in (401, 403):
             raise VenueError(
@@ -265,9 +268,7 @@ class HummingbotVenue:
         )
         for attempt in range(self.max_retries + 1):
             try:
-                ack = HummingbotOrderAck.model_validate(
-                    self._post_once("/trading/orders", request.model_dump(exclude_none=True))
-                )
+                ack = self._place_once(request)
             except RateLimitedError as exc:  # refused before processing: nothing was placed
                 if attempt == self.max_retries:
                     raise
@@ -293,6 +294,13 @@ class HummingbotVenue:
             self.journal.resolve_intent(order.client_order_id, "acknowledged")
             return placed
         raise AssertionError("unreachable")
+
+    def _place_once(self, request: HummingbotOrderRequest) -> HummingbotOrderAck:
+        raw = self._post_once("/trading/orders", request.model_dump(exclude_none=True))
+        try:
+            return HummingbotOrderAck.model_validate(raw)
+        except ValidationError:  # accepted, but we cannot read its id: as ambiguous as a timeout
+            raise TemporaryVenueError(f"Hummingbot /trading/orders answered an unreadable ack: {raw!r:.200}") from None
 
     def _adopt_if_placed(self, intent: JournalIntent) -> Order | None:
         views = [
