@@ -189,6 +189,9 @@ def run_backtest(
                 book.marks[pos.symbol] = float(ser.close[i])
                 i += 1
             cursor[pos.position_id] = i
+            if pos.status != "closed" and i >= len(ser.ts):
+                # The symbol's data ends here: mark the position out at its last close, at this step.
+                book.apply(pos, end_of_data(pos, _bar(ser, len(ser.ts) - 1), settings))
             (closed if pos.status == "closed" else still).append(pos)
         open_pos = still
         # 3. decide on this bar's signals with the book marked at its close.
@@ -207,20 +210,18 @@ def run_backtest(
             decisions.extend(result.decisions)
             for entry in result.entries:
                 pos = open_position(entry.signal, entry.scores, entry.notional, settings)
-                open_pos.append(pos)
-                cursor[pos.position_id] = int(np.searchsorted(series[pos.symbol].ts, close_us))
+                ser = series[pos.symbol]
+                cursor[pos.position_id] = int(np.searchsorted(ser.ts, close_us))
+                if cursor[pos.position_id] >= len(ser.ts):  # no bar left to fill on: it lapses unfilled
+                    end_of_data(pos, _bar(ser, len(ser.ts) - 1), settings)
+                    closed.append(pos)
+                else:
+                    open_pos.append(pos)
         equity, notional = _marked(book, open_pos)
         curve.append((close_us, book.cash, equity, notional))
 
-    # 4. the data ran out: close what is still open at each symbol's last bar in the window.
-    for pos in open_pos:
-        ser = series[pos.symbol]
-        last = Bar(_dt(int(ser.ts[-1])), float(ser.open[-1]), float(ser.high[-1]), float(ser.low[-1]), float(ser.close[-1]))
-        book.apply(pos, end_of_data(pos, last, settings))
-        closed.append(pos)
-    if open_pos:
-        equity, notional = _marked(book, [])
-        curve.append((max(int(timeline[-1]) + dur_us, curve[-1][0] if curve else 0), book.cash, equity, notional))
+    # Every symbol's series ends inside the loop, so nothing can still be open here.
+    assert not open_pos, "positions left open after the last bar"
     if progress is not None:
         progress(n, n)
     timings["loop_s"] = time.perf_counter() - t0 - sum(timings.values())
@@ -263,7 +264,11 @@ def _step_bar(
                 if pos.status == "closed":
                     break
             return events
-    return step(pos, Bar(_dt(t), float(ser.open[i]), float(ser.high[i]), float(ser.low[i]), float(ser.close[i])), settings)
+    return step(pos, _bar(ser, i), settings)
+
+
+def _bar(ser: _Series, i: int) -> Bar:
+    return Bar(_dt(int(ser.ts[i])), float(ser.open[i]), float(ser.high[i]), float(ser.low[i]), float(ser.close[i]))
 
 
 def _view(book: _Book, open_pos: list[ManagedPosition]) -> PortfolioView:

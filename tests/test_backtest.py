@@ -1,0 +1,119 @@
+"""The backtester on real candles: golden numbers, determinism, no look-ahead, finer exits, limits, report."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from core.backtest.engine import run_backtest
+from core.backtest.report import ARTIFACTS, build_report, write_report
+from core.settings import load_settings
+
+SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "AVAX", "LINK"]
+WARMUP = datetime(2023, 12, 1, tzinfo=UTC)  # indicators warm up on December 2023
+START = datetime(2024, 1, 1, tzinfo=UTC)
+END = datetime(2024, 4, 1, tzinfo=UTC)
+S = load_settings()
+
+
+@pytest.fixture(scope="module")
+def bars(real_candles) -> pl.DataFrame:
+    return real_candles("1h", SYMBOLS, WARMUP, END)
+
+
+@pytest.fixture(scope="module")
+def result(bars):
+    return run_backtest(bars, S, start=START)
+
+
+def test_run_backtest_when_golden_window_then_pinned_trade_count_and_pnl(result) -> None:
+    # Golden numbers: computed once with this commit's rules (rule-only scorer, default settings, 1h bars of
+    # 7 monitored coins, decisions 2024-01-01 .. 2024-03-31, warm-up from 2023-12-01), then pinned. Any change
+    # to detection, sizing, risk, fills or fees moves them; a deliberate change must re-derive them here.
+    summary, by_strategy, _ = build_report(result, S)
+    assert result.bars == 15288
+    assert result.signals == 466
+    assert result.trades.height == 97
+    assert summary["pnl"] == pytest.approx(-33.46376166428786, abs=1e-6)
+    assert summary["fees"] == pytest.approx(75.380743428438, abs=1e-6)
+    counts = dict(zip(by_strategy["strategy"], by_strategy["trades"], strict=True))
+    assert counts == {"dca": 14, "swing": 83}
+
+
+def test_run_backtest_when_rerun_then_identical_trades_decisions_and_statistics(bars, result) -> None:
+    again = run_backtest(bars, S, start=START)
+    assert_frame_equal(again.trades, result.trades)
+    assert_frame_equal(again.decisions, result.decisions)
+    assert_frame_equal(again.equity, result.equity)
+    first, second = build_report(result, S), build_report(again, S)
+    assert {k: v for k, v in first[0].items() if k != "seconds"} == {k: v for k, v in second[0].items() if k != "seconds"}
+    assert_frame_equal(first[1], second[1])
+    assert_frame_equal(first[2], second[2])
+
+
+def test_run_backtest_when_bars_after_t_dropped_then_decisions_up_to_t_unchanged(bars, result) -> None:
+    cut = datetime(2024, 2, 15, 7, tzinfo=UTC)
+    truncated = run_backtest(bars.filter(pl.col("ts") < cut), S, start=START)
+    upto = pl.col("ts") <= cut
+    cols = ["signal_id", "taken", "reason", "notional", "regime"]
+    assert_frame_equal(truncated.decisions.filter(upto).select(cols), result.decisions.filter(upto).select(cols))
+    assert truncated.decisions.filter(upto).height > 50
+    # Trades that ended on their own before the cut are the same trades.
+    done = (pl.col("exit_ts") <= cut) & (pl.col("exit_reason") != "end_of_data")
+    assert_frame_equal(truncated.trades.filter(done), result.trades.filter(done))
+
+
+def test_run_backtest_when_finer_exit_bars_then_exits_land_inside_the_hour(bars, real_candles) -> None:
+    fine = real_candles("5m", SYMBOLS, START, END)
+    with_fine = run_backtest(bars, S, start=START, exit_bars=fine)
+    minutes = with_fine.trades.filter(pl.col("exit_reason") != "max_hold").get_column("exit_ts").dt.minute()
+    assert (minutes != 0).sum() > 10  # stops/targets hit on 5m bars close at 5m boundaries
+    assert with_fine.trades.height > 0
+
+
+def test_run_backtest_when_any_entry_taken_then_limits_held_at_that_close(result) -> None:
+    taken_ts = result.decisions.filter(pl.col("taken")).select("ts").unique()
+    rows = result.equity.join(taken_ts, on="ts", how="semi")
+    assert rows.height > 0
+    assert (rows["open_notional"] <= S.risk.max_open_notional * rows["equity"] + 1e-6).all()
+    # At most max_positions trades overlap at any entry time.
+    t = result.trades
+    overlap = t.join(t, how="cross").filter(
+        (pl.col("entry_ts_right") <= pl.col("entry_ts")) & (pl.col("exit_ts_right") > pl.col("entry_ts"))
+    ).group_by("position_id").len()
+    assert overlap["len"].max() <= S.risk.max_positions
+
+
+def test_run_backtest_when_panic_bar_then_no_entry_taken(result) -> None:
+    panic = result.decisions.filter(pl.col("regime") == "PANIC")
+    assert panic.height > 0
+    assert not panic["taken"].any()
+    assert panic["reason"].str.starts_with("regime PANIC: no new entries").all()
+
+
+def test_run_backtest_when_window_empty_then_clear_error(bars) -> None:
+    with pytest.raises(Exception, match="window is empty"):
+        run_backtest(bars, S, start=END, end=START)
+
+
+def test_write_report_when_run_then_every_artifact_written_and_readable(result, tmp_path) -> None:
+    settings = load_settings(data={"var_dir": tmp_path})
+    report = write_report(result, settings, "golden")
+    assert sorted(p.name for p in report.directory.iterdir()) == sorted(ARTIFACTS)
+    assert report.directory == tmp_path / "reports" / "golden"
+    assert_frame_equal(pl.read_parquet(report.directory / "trades.parquet"), result.trades)
+    assert pl.read_csv(report.directory / "trades.csv").height == result.trades.height
+    assert pl.read_parquet(report.directory / "decisions.parquet").height == result.decisions.height
+    summary = json.loads((report.directory / "summary.json").read_text())
+    assert summary["trades"] == 97 and summary["scoring"] == "rule-only defaults (no champion model)"
+    page = (report.directory / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<h2>Per coin</h2>" in page
+    assert (report.directory / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(report.by_symbol["symbol"]) <= set(SYMBOLS)
+    assert report.by_strategy["trades"].sum() == result.trades.height
+    assert report.summary["final_equity"] == pytest.approx(S.risk.capital + result.trades["net_pnl"].sum(), abs=1e-6)
+    assert timedelta(0) < result.end - result.start
