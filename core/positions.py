@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from core.domain import (
     ExitReason,
@@ -41,8 +41,9 @@ Liquidity = Literal["maker", "taker"]
 PositionStatus = Literal["pending", "open", "closed"]
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(NamedTuple):
+    """One OHLC bar; immutable. A NamedTuple, not a frozen dataclass: label generation builds millions."""
+
     ts: datetime  # open time (UTC)
     open: float
     high: float
@@ -118,6 +119,7 @@ class ManagedPosition:
     range_support: float | None = None
     range_resistance: float | None = None
     range_stop_pct: float = 0.01  # channel: the range is broken below support * (1 - this)
+    resting_levels: int = 0  # entry levels neither filled nor expired (kept in step with entry_levels)
     quantity: float = 0.0  # filled
     avg_price: float = 0.0
     fees: float = 0.0  # entry fees plus the exit fee
@@ -304,6 +306,7 @@ def open_position(
         range_support=plan.range_support,
         range_resistance=plan.range_resistance,
         range_stop_pct=settings.strategy.channel.stop_below_support,
+        resting_levels=len(levels),
     )
 
 
@@ -313,6 +316,7 @@ def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: floa
     if lv.filled:
         raise ValueError(f"{lv.client_order_id} is already filled; a fill is applied once")
     lv.filled, lv.fill_price, lv.fill_ts, lv.fee = True, price, ts, fee
+    pos.resting_levels -= 0 if lv.expired else 1
     new_qty = pos.quantity + lv.quantity
     pos.avg_price = (pos.avg_price * pos.quantity + price * lv.quantity) / new_qty
     pos.quantity = new_qty
@@ -335,6 +339,7 @@ def close_position(
         if lv.resting:
             lv.expired = True
             events.append(Expired(i, lv.client_order_id, ts, "exit"))
+    pos.resting_levels = 0
     fee = price * pos.quantity * fee_rate(liquidity, settings)
     pos.exit_reason, pos.exit_price, pos.exit_ts, pos.exit_fee = reason, price, ts, fee
     pos.fees += fee
@@ -352,37 +357,38 @@ def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEve
     if pos.last_bar_ts is not None and bar.ts <= pos.last_bar_ts:
         raise ValueError(f"{pos.position_id}: bars must move forward ({bar.ts} after {pos.last_bar_ts})")
     pos.last_bar_ts = bar.ts
-    ex = settings.execution
+    slippage = settings.execution.slippage
     bar_end = bar.ts + (bar.duration or timeframe_duration(pos.timeframe))
     events: list[PositionEvent] = []
-
-    # 1. expiry before fills: a level cannot fill in a bar that starts after it expired.
-    if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
-        for i, lv in enumerate(pos.entry_levels):
-            if lv.resting:
-                lv.expired = True
-                events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
-
-    # 2. entries.
     was_flat = pos.quantity == 0
-    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
-    for i, lv in enumerate(pos.entry_levels):
-        if not lv.resting:
-            continue
-        price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, ex.slippage)
-        if price is not None:
-            events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
-    if pos.quantity == 0:
-        if not any(lv.resting for lv in pos.entry_levels):
-            pos.status = "closed"  # every level expired unfilled: nothing was bought
-        return events
+
+    if pos.resting_levels:
+        # 1. expiry before fills: a level cannot fill in a bar that starts after it expired.
+        if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
+            for i, lv in enumerate(pos.entry_levels):
+                if lv.resting:
+                    lv.expired = True
+                    pos.resting_levels -= 1
+                    events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
+        # 2. entries.
+        liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
+        for i, lv in enumerate(pos.entry_levels):
+            if lv.filled or lv.expired:
+                continue
+            price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, slippage)
+            if price is not None:
+                events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
+        if was_flat and pos.quantity == 0:
+            if not pos.resting_levels:
+                pos.status = "closed"  # every level expired unfilled: nothing was bought
+            return events
     limit_entry_bar = was_flat and pos.entry_type is OrderType.LIMIT
 
     # 3. exits, conservative order: stop, then TP, then close-based exits.
-    stop_px = stop_fill_price(pos.stop_price, bar, ex.slippage)
+    sl, trail = pos.stop_loss_price, pos.trailing_price
+    stop_px = stop_fill_price(sl if trail is None or trail <= sl else trail, bar, slippage)
     if stop_px is not None:
-        trail = pos.trailing_price
-        reason = ExitReason.TRAILING_STOP if trail is not None and trail > pos.stop_loss_price else ExitReason.STOP_LOSS
+        reason = ExitReason.TRAILING_STOP if trail is not None and trail > sl else ExitReason.STOP_LOSS
         return events + close_position(pos, reason, bar_end, stop_px, "taker", settings)
     tp = pos.take_profit_price
     if limit_entry_bar:
@@ -395,10 +401,10 @@ def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEve
     broken_down = range_stop is not None and bar.close < range_stop
     broken_up = pos.range_resistance is not None and bar.close > pos.range_resistance
     if broken_down or broken_up:
-        px = bar.close * (1 - ex.slippage)
+        px = bar.close * (1 - slippage)
         return events + close_position(pos, ExitReason.RANGE_BREAK, bar_end, px, "taker", settings)
     if pos.max_hold_until is not None and bar_end >= pos.max_hold_until:
-        px = bar.close * (1 - ex.slippage)
+        px = bar.close * (1 - slippage)
         return events + close_position(pos, ExitReason.MAX_HOLD, bar_end, px, "taker", settings)
 
     # 4. trailing high after the stop check (no intra-bar look-ahead).
@@ -412,7 +418,8 @@ def end_of_data(pos: ManagedPosition, last_bar: Bar, settings: Settings) -> list
         return []
     if pos.quantity == 0:
         for lv in pos.entry_levels:
-            lv.expired = True
+            lv.expired = lv.expired or not lv.filled
+        pos.resting_levels = 0
         pos.status = "closed"
         return []
     bar_end = last_bar.ts + (last_bar.duration or timeframe_duration(pos.timeframe))

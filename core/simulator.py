@@ -9,7 +9,7 @@ MAX_BRIDGED_GAP ends the trade at the last close before it (END_OF_DATA): a labe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -42,9 +42,12 @@ class TradeOutcome:
     quantity: float = 0.0
 
     def as_row(self) -> dict[str, object]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in _OUTCOME_FIELDS}
         d["exit_reason"] = None if self.exit_reason is None else self.exit_reason.value
         return d
+
+
+_OUTCOME_FIELDS = tuple(f.name for f in fields(TradeOutcome))
 
 
 def rule_only_scores(signal: Signal) -> Scores:
@@ -68,21 +71,21 @@ def _run(
     pos: ManagedPosition,
     ts: Sequence[datetime],
     ts_us: np.ndarray,
-    o: np.ndarray,
-    h: np.ndarray,
-    lo: np.ndarray,
-    c: np.ndarray,
+    o: Sequence[float],
+    h: Sequence[float],
+    lo: Sequence[float],
+    c: Sequence[float],
     duration: timedelta,
     settings: Settings,
 ) -> TradeOutcome:
     """Step through the prepared bars (all start at/after pos.created_ts); mark out at the end."""
     max_gap_us = (MAX_BRIDGED_GAP + duration) / timedelta(microseconds=1)
+    holes = np.flatnonzero(np.diff(ts_us) > max_gap_us)
+    n = int(holes[0]) + 1 if holes.size else len(ts)  # stop at the first hole: never bridge it
     entry_i = -1
     last = -1
-    for i in range(len(ts)):
-        if i > 0 and ts_us[i] - ts_us[i - 1] > max_gap_us:
-            break
-        bar = Bar(ts[i], float(o[i]), float(h[i]), float(lo[i]), float(c[i]), duration)
+    for i in range(n):
+        bar = Bar(ts[i], o[i], h[i], lo[i], c[i], duration)
         step(pos, bar, settings)
         last = i
         if entry_i < 0 and pos.quantity > 0:
@@ -90,17 +93,16 @@ def _run(
         if pos.status == "closed":
             break
     if pos.status != "closed" and last >= 0:
-        end_of_data(pos, Bar(ts[last], float(o[last]), float(h[last]), float(lo[last]), float(c[last]), duration),
-                    settings)
+        end_of_data(pos, Bar(ts[last], o[last], h[last], lo[last], c[last], duration), settings)
     return _outcome(pos, entry_i, last, h, lo)
 
 
-def _outcome(pos: ManagedPosition, entry_i: int, last: int, h: np.ndarray, lo: np.ndarray) -> TradeOutcome:
+def _outcome(pos: ManagedPosition, entry_i: int, last: int, h: Sequence[float], lo: Sequence[float]) -> TradeOutcome:
     filled_levels = sum(1 for lv in pos.entry_levels if lv.filled)
     if pos.quantity == 0 or pos.exit_price is None or pos.entry_ts is None or pos.exit_ts is None:
         return TradeOutcome(False, None, None, None, None, None, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0)
     avg = pos.avg_price
-    held_h, held_l = h[entry_i : last + 1], lo[entry_i : last + 1]
+    held_h, held_l = h[entry_i : last + 1], lo[entry_i : last + 1]  # lists or arrays
     return TradeOutcome(
         filled=True,
         entry_ts=pos.entry_ts,
@@ -112,8 +114,8 @@ def _outcome(pos: ManagedPosition, entry_i: int, last: int, h: np.ndarray, lo: n
         net_return=pos.net_pnl / pos.cost,
         bars_held=last - entry_i + 1,
         hold_hours=(pos.exit_ts - pos.entry_ts) / timedelta(hours=1),
-        max_favorable=float(held_h.max()) / avg - 1,
-        max_adverse=float(held_l.min()) / avg - 1,
+        max_favorable=max(held_h) / avg - 1,
+        max_adverse=min(held_l) / avg - 1,
         filled_levels=filled_levels,
         fees=pos.fees,
         quantity=pos.quantity,
@@ -151,7 +153,7 @@ def simulate_trade(
         duration = timeframe_duration(str(bars.get_column("timeframe")[0]))
     else:
         duration = _infer_duration(ts_us, timeframe_duration(signal.timeframe))
-    cols = [bars.get_column(k).to_numpy() for k in ("open", "high", "low", "close")]
+    cols = [bars.get_column(k).cast(pl.Float64).to_list() for k in ("open", "high", "low", "close")]
     return _run(pos, bars.get_column("ts").to_list(), ts_us, *cols, duration, settings)
 
 
@@ -187,7 +189,7 @@ def simulate_many(
         per_symbol[str(sym)] = (
             part.get_column("ts").to_list(),
             ts_us,
-            *(part.get_column(k).to_numpy() for k in ("open", "high", "low", "close")),
+            *(part.get_column(k).cast(pl.Float64).to_list() for k in ("open", "high", "low", "close")),
             duration,
         )
     rows: list[dict[str, object]] = []
@@ -197,7 +199,7 @@ def simulate_many(
         pos = open_position(sig, scores, notional, settings)
         data = per_symbol.get(sig.symbol)
         if data is None:
-            out = _outcome(pos, -1, -1, np.empty(0), np.empty(0))
+            out = _outcome(pos, -1, -1, [], [])
         else:
             ts, ts_us, o, h, lo, c, duration = data
             start_us = (pos.created_ts - _EPOCH) // one_us
