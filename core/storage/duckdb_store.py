@@ -84,7 +84,7 @@ class DuckDBStore:
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
-            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 con.execute("BEGIN TRANSACTION")
                 try:
@@ -100,7 +100,7 @@ class DuckDBStore:
     def schema_version(self) -> int:
         with self._lock:
             self._ensure()
-            return int(self._con.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+            return int(self._con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0])
 
     def _ensure(self) -> None:
         if not self._ready:
