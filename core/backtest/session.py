@@ -1,0 +1,140 @@
+"""Backtest and paper sessions over stored candles: load what the engine needs, run it, write the report,
+record decisions and trades in the store. Plain functions so the CLI and Prefect flows stay thin wraps.
+
+Warm-up: detection and the regime need history before the first decision (EMA50, the 72-bar channel
+window, the regime's 30-day median of BTC volatility), so bars are loaded from `start - 35 days`;
+decisions are only made for signal bars inside [start, end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from core.backtest.engine import BacktestResult, Progress, run_backtest
+from core.backtest.report import Report, write_report
+from core.domain import timeframe_duration
+from core.errors import DataQualityError
+from core.regime import BENCHMARK
+from core.scoring import Scorer
+from core.settings import Settings
+from core.storage.base import CandleStore
+
+WARMUP = timedelta(days=35)
+
+
+@dataclass(frozen=True)
+class SessionInputs:
+    bars: pl.DataFrame
+    market_bars: pl.DataFrame
+    exit_bars: pl.DataFrame | None
+
+
+Reader = Callable[[list[str], str, datetime | None, datetime | None], pl.DataFrame]
+
+
+def store_reader(store: CandleStore) -> Reader:
+    return lambda symbols, timeframe, start, end: store.read_many(symbols, timeframe, start, end)
+
+
+def files_reader(settings: Settings) -> Reader:
+    """Read the shipped files directly (no import needed): the fast path for research backtests."""
+    from core.data_import import load_shipped
+
+    return lambda symbols, timeframe, start, end: load_shipped(settings.data.data_dir, timeframe, symbols, start, end)
+
+
+def load_inputs(
+    read: Reader,
+    settings: Settings,
+    symbols: list[str],
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    exit_timeframe: str | None = None,
+) -> SessionInputs:
+    """Bars of the traded symbols (with warm-up), the regime's market bars (BTC + monitored coins) and,
+    when asked and stored, finer bars for exits."""
+    if start >= end:
+        raise DataQualityError(f"empty window: start {start} >= end {end}")
+    market = sorted(set(settings.data.symbols) | {BENCHMARK})
+    wanted = sorted(set(symbols) | set(market))
+    everything = read(wanted, timeframe, start - WARMUP, end)
+    bars = everything.filter(pl.col("symbol").is_in(symbols))
+    if bars.filter(pl.col("ts") >= start).height == 0:
+        raise DataQualityError(
+            f"no {timeframe} bars for {symbols} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} in the store; "
+            "import them first (`mlcrypto import`), or pick a covered window (`mlcrypto status`)"
+        )
+    exit_bars = None
+    if exit_timeframe and timeframe_duration(exit_timeframe) < timeframe_duration(timeframe):
+        fine = read(symbols, exit_timeframe, start, end)
+        exit_bars = fine if fine.height else None
+    return SessionInputs(bars, everything.filter(pl.col("symbol").is_in(market)), exit_bars)
+
+
+def run_id_for(kind: str, symbols: list[str], timeframe: str, start: datetime, end: datetime, settings: Settings) -> str:
+    """A readable, deterministic id: the same inputs and settings write to the same directory."""
+    import hashlib
+
+    tag = hashlib.sha256(",".join(sorted(symbols)).encode()).hexdigest()[:6]
+    return f"{kind}-{timeframe}-{start:%Y%m%d}-{end:%Y%m%d}-{len(symbols)}sym{tag}-{settings.fingerprint()}"
+
+
+def record_session(store: CandleStore, run_id: str, result: BacktestResult) -> None:
+    """Decisions (with why) and closed trades into the store's ledger records, keyed by run and id."""
+    decisions = [
+        (f"{run_id}:{r['signal_id']}", r | {"run_id": run_id})
+        for r in result.decisions.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%z")).to_dicts()
+    ]
+    trades = [
+        (f"{run_id}:{r['position_id']}", r | {"run_id": run_id})
+        for r in result.trades.with_columns(
+            pl.col("entry_ts", "exit_ts").dt.to_string("%Y-%m-%dT%H:%M:%S%z")
+        ).to_dicts()
+    ]
+    store.put_records("backtest_decisions", decisions)
+    store.put_records("backtest_trades", trades)
+
+
+def run_session(
+    store: CandleStore,
+    settings: Settings,
+    *,
+    read: Reader | None = None,
+    kind: str,
+    symbols: list[str],
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+    exit_timeframe: str | None = "5m",
+    scorer: Scorer | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+    record: bool = True,
+    on_loaded: Callable[[SessionInputs], None] | None = None,
+) -> tuple[BacktestResult, Report]:
+    inputs = load_inputs(read or store_reader(store), settings, symbols, timeframe, start, end, exit_timeframe)
+    if on_loaded is not None:
+        on_loaded(inputs)
+    result = run_backtest(
+        inputs.bars, settings, start=start, end=end, scorer=scorer, exit_bars=inputs.exit_bars,
+        market_bars=inputs.market_bars, progress=progress,
+    )
+    rid = run_id or run_id_for(kind, symbols, timeframe, start, end, settings)
+    report = write_report(result, settings, rid)
+    if record:
+        record_session(store, rid, result)
+    return result, report
+
+
+def last_window(store: CandleStore, symbols: list[str], timeframe: str, days: int) -> tuple[datetime, datetime]:
+    """The last `days` days up to the newest stored bar of these symbols."""
+    cov = store.coverage().filter(pl.col("symbol").is_in(symbols) & (pl.col("timeframe") == timeframe))
+    if cov.height == 0:
+        raise DataQualityError(f"no {timeframe} bars for {symbols} in the store; run `mlcrypto import` first")
+    end = cov.get_column("last").max() + timeframe_duration(timeframe)
+    return end - timedelta(days=days), end
