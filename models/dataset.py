@@ -1,0 +1,82 @@
+"""From candles to labelled training events: detect -> features -> labels, per strategy.
+
+detect_all (core.strategies.registry) finds every historical detection event; models.features adds the
+coin/market context at the signal bar; models.labels simulates each trade with core.simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from core.domain import CANDLE_SCHEMA, StrategyName
+from core.errors import DataQualityError
+from core.settings import Settings
+from core.strategies.registry import FEATURE_NAMES, detect_all
+from models.features import CONTEXT_FEATURES, event_features
+from models.labels import label_events
+
+STRATEGIES: tuple[str, ...] = tuple(s.value for s in StrategyName)
+
+
+def feature_names(strategy: str) -> list[str]:
+    """Model inputs of a strategy: its own detector features, then the shared context features."""
+    return [*FEATURE_NAMES[StrategyName(strategy)], *CONTEXT_FEATURES]
+
+
+@dataclass
+class StrategyEvents:
+    strategy: str
+    feature_names: list[str]
+    events: pl.DataFrame  # every detection event: ids, plan, features, outcome, targets, label_end
+
+    @property
+    def trainable(self) -> pl.DataFrame:
+        """Events with an outcome: the trade filled (unfilled grids have nothing to learn from)."""
+        return self.events.filter(pl.col("filled").fill_null(False))
+
+
+def load_history(
+    settings: Settings,
+    symbols: list[str] | None = None,
+    timeframe: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.DataFrame:
+    """Shipped history from the data directory as a CANDLE_SCHEMA frame sorted by (symbol, ts)."""
+    timeframe = timeframe or settings.data.detection_timeframe
+    path = settings.data.data_dir / f"ohlcv_{timeframe}.parquet"
+    if not path.is_file():
+        raise DataQualityError(f"no history file {path}; set data.data_dir (MLCRYPTO_DATA__DATA_DIR)")
+    lf = pl.scan_parquet(path).filter(pl.col("symbol").is_in(list(symbols or settings.data.symbols)))
+    if start is not None:
+        lf = lf.filter(pl.col("ts") >= start)
+    if end is not None:
+        lf = lf.filter(pl.col("ts") < end)
+    return (
+        lf.with_columns(timeframe=pl.lit(timeframe))
+        .select(*CANDLE_SCHEMA)
+        .cast(CANDLE_SCHEMA)  # type: ignore[arg-type]
+        .sort("symbol", "ts")
+        .collect()
+    )
+
+
+def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, StrategyEvents]:
+    """Labelled events per strategy from one candle frame (one timeframe)."""
+    rows = detect_all(bars, settings).filter(pl.col("strategy").is_in(list(strategies)))
+    out: dict[str, StrategyEvents] = {}
+    for strategy in strategies:
+        names = feature_names(strategy)
+        sig = rows.filter(pl.col("strategy") == strategy)
+        if sig.is_empty():
+            out[strategy] = StrategyEvents(strategy, names, pl.DataFrame())
+            continue
+        labelled = label_events(sig, bars, settings)
+        feats = event_features(sig, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings)
+        keys = ["symbol", "timeframe", "ts", "strategy"]
+        events = labelled.drop("features").join(feats, on=keys, how="left")
+        out[strategy] = StrategyEvents(strategy, names, events.sort("ts", "symbol"))
+    return out

@@ -1,0 +1,116 @@
+"""Walk-forward evaluation of one strategy's models: per-fold and pooled out-of-sample metrics.
+
+Each fold fits fresh models on its (purged, embargoed) training events and predicts its test events;
+the pooled metrics are computed on the concatenation of all test predictions, each made by a model that
+never saw that event or any event whose label horizon reached into its fold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from core.settings import Settings
+from models.train import STRATEGY_OUTPUTS, TARGETS, fit_strategy_model
+from models.walkforward import walk_forward_folds
+
+PRED_PREFIX = "pred_"
+
+
+@dataclass
+class WalkForwardResult:
+    strategy: str
+    threshold: float
+    folds: list[dict[str, float]] = field(default_factory=list)
+    pooled: dict[str, float] = field(default_factory=dict)
+    predictions: pl.DataFrame = field(default_factory=pl.DataFrame)  # OOS test events + pred_* + fold
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, train_base_rate: float) -> dict[str, float]:
+    """AUC, Brier vs the Brier of always predicting the training base rate, precision at the threshold."""
+    y = y.astype(int)
+    both = np.unique(y).size == 2
+    taken = p >= threshold
+    return {
+        "n": float(y.size),
+        "base_rate": float(y.mean()) if y.size else math.nan,
+        "auc": float(roc_auc_score(y, p)) if both else math.nan,
+        "brier": float(brier_score_loss(y, p, pos_label=1)) if y.size else math.nan,
+        "brier_base": float(np.mean((y - train_base_rate) ** 2)) if y.size else math.nan,
+        "precision_at_threshold": float(y[taken].mean()) if taken.any() else math.nan,
+        "taken_share": float(taken.mean()) if y.size else math.nan,
+    }
+
+
+def regression_metrics(frame: pl.DataFrame, strategy: str, rule_defaults: dict[str, float]) -> dict[str, float]:
+    """MAE of each regressor against its clipped target, next to the MAE of the rule default."""
+    out: dict[str, float] = {}
+    filled = frame.filter(pl.col("filled").fill_null(False))
+    for name in STRATEGY_OUTPUTS[strategy]:
+        column, (lo, hi) = TARGETS[name]
+        sub = filled.filter(pl.col(column).is_not_null())
+        if sub.is_empty():
+            continue
+        target = sub[column].clip(lo, hi).to_numpy()
+        out[f"mae_{name}"] = float(np.mean(np.abs(sub[PRED_PREFIX + name].to_numpy() - target)))
+        if name in rule_defaults:
+            out[f"mae_{name}_rule"] = float(np.mean(np.abs(rule_defaults[name] - target)))
+    return out
+
+
+def rule_defaults(strategy: str, settings: Settings) -> dict[str, float]:
+    """What rule-only trading would use for each output (for the MAE baseline)."""
+    cfg = getattr(settings.strategy, strategy)
+    return {
+        "take_profit_pct": float(np.clip(cfg.take_profit, *TARGETS["take_profit_pct"][1])),
+        "stop_loss_pct": float(np.clip(cfg.stop_loss, *TARGETS["stop_loss_pct"][1])),
+        "size_multiplier": 1.0,
+        "hold_hours": float(np.clip(cfg.max_hold.total_seconds() / 3600, *TARGETS["hold_hours"][1])),
+    }
+
+
+def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings) -> WalkForwardResult:
+    """Evaluate on labelled, filled events (columns: ts, label_end, success, targets, features)."""
+    threshold = float(getattr(settings.strategy, strategy).min_confidence)
+    events = events.sort("ts")
+    folds = walk_forward_folds(events, settings.ml.walk_forward_folds, settings.ml.embargo)
+    result = WalkForwardResult(strategy, threshold)
+    parts: list[pl.DataFrame] = []
+    defaults = rule_defaults(strategy, settings)
+    for fold in folds:
+        train = events[fold.train_idx]
+        test = events[fold.test_idx]
+        model = fit_strategy_model(train, strategy, feature_names, settings)
+        preds = model.predict(model.matrix(test))
+        test = test.with_columns(
+            *(pl.Series(PRED_PREFIX + k, v.astype(np.float64)) for k, v in preds.items()), fold=pl.lit(fold.index)
+        )
+        metrics = classification_metrics(test["success"].to_numpy(), preds["confidence"], threshold, model.base_rate)
+        metrics |= regression_metrics(test, strategy, defaults)
+        metrics |= {"fold": float(fold.index), "n_train": float(fold.train_idx.size), "purged": float(fold.purged)}
+        result.folds.append(metrics)
+        parts.append(test)
+    if parts:
+        pooled = pl.concat(parts, how="diagonal_relaxed")
+        train_rates = [f["base_rate"] for f in result.folds]  # honest base: what each fold knew beforehand
+        base_p = pooled.join(
+            pl.DataFrame({"fold": [int(f["fold"]) for f in result.folds], "_base": _train_base_rates(events, folds)}),
+            on="fold",
+        )["_base"].to_numpy()
+        y = pooled["success"].to_numpy().astype(int)
+        p = pooled[PRED_PREFIX + "confidence"].to_numpy()
+        result.pooled = classification_metrics(y, p, threshold, 0.0) | {"brier_base": float(np.mean((y - base_p) ** 2))}
+        result.pooled |= regression_metrics(pooled, strategy, defaults)
+        result.pooled["folds"] = float(len(parts))
+        result.pooled["mean_fold_base_rate"] = float(np.mean(train_rates))
+        result.predictions = pooled
+    return result
+
+
+def _train_base_rates(events: pl.DataFrame, folds: list) -> list[float]:
+    y = events["success"].to_numpy()
+    return [float(y[f.train_idx].mean()) for f in folds]

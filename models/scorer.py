@@ -1,0 +1,162 @@
+"""MLScorer: core.scoring.Scorer backed by each strategy's champion model in the MLflow registry.
+
+The champion of each strategy is loaded once per process (`models:/<name>@champion`) and reloaded when
+the alias moves: the alias's version is looked up at most every `alias_check_seconds` (one cheap registry
+call), and the model is only reloaded when that version changed. A batch of signals is scored in one
+model call per strategy. Strategies without a champion get the rule-only defaults (rule_only=True), so
+the decision log says "rule-only defaults (no champion model)".
+
+Model inputs are the signal's own features plus the coin/market context (models.features). The context
+is taken from `signal.features` when the caller already put it there, else from the last bars seen by
+`observe_bars` (call it with the scan's candle window), else it is missing (xgboost's missing value).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import mlflow
+import numpy as np
+import polars as pl
+
+from core.domain import Scores, Signal
+from core.scoring import RuleOnlyScorer
+from core.settings import Settings
+from models.features import COIN_FEATURES, MARKET_FEATURES, coin_features, market_features
+from models.registry import CHAMPION, alias_version, client, model_name
+
+
+@dataclass
+class _Loaded:
+    version: str
+    model: Any  # models.pyfunc_model.StrategyPyfunc
+
+
+class MLScorer:
+    def __init__(self, settings: Settings, alias: str = CHAMPION, alias_check_seconds: float = 60.0) -> None:
+        self._settings = settings
+        self._alias = alias
+        self._check_every = alias_check_seconds
+        self._client = client(settings)
+        self._rule = RuleOnlyScorer(settings)
+        self._loaded: dict[str, _Loaded | None] = {}
+        self._checked_at: dict[str, float] = {}
+        self._coin_ctx: dict[str, dict[str, float]] = {}
+        self._mkt_ctx: dict[str, float] = {}
+
+    # -- context -------------------------------------------------------------------------------------
+    def observe_bars(self, bars: pl.DataFrame) -> None:
+        """Remember the coin/market context at each symbol's last bar (bars: one timeframe, >= 30 days)."""
+        if bars.is_empty():
+            return
+        tf = bars["timeframe"][0]
+        coins = coin_features(bars, tf).sort("ts").group_by("symbol").last()
+        self._coin_ctx = {r["symbol"]: {f: r[f] for f in COIN_FEATURES} for r in coins.iter_rows(named=True)}
+        mkt = market_features(bars, self._settings).sort("ts").tail(1)
+        self._mkt_ctx = {f: mkt[f][0] for f in MARKET_FEATURES} if mkt.height else {}
+
+    # -- models --------------------------------------------------------------------------------------
+    def _model(self, strategy: str) -> _Loaded | None:
+        now = time.monotonic()
+        if strategy in self._loaded and now - self._checked_at.get(strategy, -math.inf) < self._check_every:
+            return self._loaded[strategy]
+        self._checked_at[strategy] = now
+        name = model_name(strategy, self._settings)
+        version = alias_version(self._client, name, self._alias)
+        current = self._loaded.get(strategy)
+        if version is None:
+            self._loaded[strategy] = None
+        elif current is None or current.version != version:
+            pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            self._loaded[strategy] = _Loaded(version, pyfunc.unwrap_python_model())
+        return self._loaded[strategy]
+
+    def model_version(self, strategy: str) -> str | None:
+        loaded = self._model(strategy)
+        return None if loaded is None else f"{model_name(strategy, self._settings)}/{loaded.version}"
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def _row(self, s: Signal, names: list[str]) -> list[float]:
+        coin = self._coin_ctx.get(s.symbol, {})
+        out = []
+        for f in names:
+            v = s.features.get(f, coin.get(f, self._mkt_ctx.get(f)))
+            out.append(math.nan if v is None else float(v))
+        return out
+
+    def score(self, signals: list[Signal]) -> list[Scores]:
+        result: list[Scores | None] = [None] * len(signals)
+        by_strategy: dict[str, list[int]] = {}
+        for i, s in enumerate(signals):
+            by_strategy.setdefault(s.strategy.value, []).append(i)
+        for strategy, idx in by_strategy.items():
+            loaded = self._model(strategy)
+            batch = [signals[i] for i in idx]
+            if loaded is None:
+                scores = self._rule.score(batch)
+            else:
+                model = loaded.model
+                x = np.array([self._row(s, model.feature_names) for s in batch], dtype=np.float64)
+                scores = self._to_scores(batch, model.predict_matrix(x), f"{model_name(strategy, self._settings)}/{loaded.version}")
+            for i, sc in zip(idx, scores, strict=True):
+                result[i] = sc
+        return [r for r in result if r is not None]
+
+    @staticmethod
+    def _to_scores(batch: list[Signal], preds: dict[str, np.ndarray], version: str) -> list[Scores]:
+        """Outputs the model lacks (e.g. Swing's size or hold) keep the plan's rule defaults."""
+        out = []
+        for k, s in enumerate(batch):
+            hold = preds.get("hold_hours")
+            out.append(
+                Scores(
+                    confidence=float(np.clip(preds["confidence"][k], 0.0, 1.0)),
+                    take_profit_pct=float(preds["take_profit_pct"][k]) if "take_profit_pct" in preds else s.plan.take_profit_pct,
+                    stop_loss_pct=float(preds["stop_loss_pct"][k]) if "stop_loss_pct" in preds else s.plan.stop_loss_pct,
+                    size_multiplier=float(preds["size_multiplier"][k]) if "size_multiplier" in preds else 1.0,
+                    hold=timedelta(hours=float(hold[k])) if hold is not None else s.plan.max_hold,
+                    model_version=version,
+                    rule_only=False,
+                )
+            )
+        return out
+
+
+class PredictionTableScorer:
+    """Scores from a table of precomputed (walk-forward, out-of-sample) predictions keyed by signal_id.
+
+    Used to backtest ML-filtered trading honestly: each signal gets the prediction of the fold model that
+    never saw it. Signals not in the table (outside the evaluated window) get the rule-only defaults.
+    """
+
+    def __init__(self, predictions: pl.DataFrame, settings: Settings, version: str = "walk-forward-oos") -> None:
+        cols = [c for c in predictions.columns if c.startswith("pred_")]
+        self._table = {r["signal_id"]: r for r in predictions.select("signal_id", *cols).iter_rows(named=True)}
+        self._rule = RuleOnlyScorer(settings)
+        self._version = version
+
+    def score(self, signals: list[Signal]) -> list[Scores]:
+        out = []
+        rule = self._rule.score(signals)
+        for s, default in zip(signals, rule, strict=True):
+            r = self._table.get(s.signal_id)
+            if r is None:
+                out.append(default)
+                continue
+            hold = r.get("pred_hold_hours")
+            out.append(
+                Scores(
+                    confidence=float(r["pred_confidence"]),
+                    take_profit_pct=float(r.get("pred_take_profit_pct") or s.plan.take_profit_pct),
+                    stop_loss_pct=float(r.get("pred_stop_loss_pct") or s.plan.stop_loss_pct),
+                    size_multiplier=float(r.get("pred_size_multiplier") or 1.0),
+                    hold=timedelta(hours=float(hold)) if hold is not None else s.plan.max_hold,
+                    model_version=self._version,
+                    rule_only=False,
+                )
+            )
+        return out
