@@ -95,6 +95,7 @@ def reconcile(
     """Bring the journal in line with the venue; `expected_holdings` (symbol: base qty) defaults to the
     net of the journalled fills."""
     now = now or datetime.now(UTC)
+    journal.refresh()  # start from what the store holds, not from what this process remembers
     since = since or default_since(journal, now)
     snap = venue.snapshot(since=since)
     views = {v.venue_order_id: v for v in snap.orders}
@@ -103,21 +104,29 @@ def reconcile(
     # 1. Intents never tied to an order: adopt the venue's match, or mark them absent. Oldest first,
     #    so two identical intents claim identical venue orders in the order they were sent.
     adopted, absent = [], []
+    resolved_orders, resolutions = [], []
     for intent in sorted(journal.unresolved_intents(), key=lambda i: i.recorded_ts):
         found = match_intent(intent, views.values(), claimed)
         if found is not None:
             claimed.add(found.venue_order_id)
-            order = intent.order.model_copy(
-                update={"venue_order_id": found.venue_order_id, "status": found.status, "filled_quantity": found.filled_quantity}
+            resolved_orders.append(
+                intent.order.model_copy(
+                    update={
+                        "venue_order_id": found.venue_order_id,
+                        "status": found.status,
+                        "filled_quantity": found.filled_quantity,
+                    }
+                )
             )
-            journal.record_order(order)
-            journal.resolve_intent(intent.client_order_id, "adopted", f"found at the venue as {found.venue_order_id}")
+            resolutions.append((intent, "adopted", f"found at the venue as {found.venue_order_id}"))
             adopted.append(intent.client_order_id)
         else:
-            reason = f"not found among the venue's orders since {since.isoformat()}"
-            journal.record_order(intent.order.model_copy(update={"status": OrderStatus.REJECTED}))
-            journal.resolve_intent(intent.client_order_id, "not_at_venue", reason)
+            resolved_orders.append(intent.order.model_copy(update={"status": OrderStatus.REJECTED}))
+            resolutions.append((intent, "not_at_venue", f"not found among the venue's orders since {since.isoformat()}"))
             absent.append(intent.client_order_id)
+    # Orders first: an intent is only marked resolved once its order record exists.
+    journal.record_orders(resolved_orders)
+    journal.resolve_intents(resolutions)
 
     # 2. Known orders: refresh from the venue; report ours the venue does not know.
     changes, missing, updated = [], [], []

@@ -172,7 +172,7 @@ def test_reconcile_when_journal_lives_in_either_store_backend_then_crash_is_adop
     journal.record_intent(make_order("dca:BTC:pg", price=39_100.0))
     hb.state.place({"account_name": "master_account", "connector_name": "kraken", "trading_pair": PAIR,
                     "trade_type": "BUY", "amount": 0.01, "order_type": "LIMIT", "price": 39_100.0})
-    report = reconcile(venue, OrderJournal(store))  # type: ignore[arg-type]
+    report = reconcile(venue, journal)
     assert report.adopted == ["dca:BTC:pg"]
     assert journal.intent("dca:BTC:pg").outcome == "adopted"
     assert journal.order("dca:BTC:pg").venue_order_id == hb.state.orders_at_venue()[0]["order_id"]

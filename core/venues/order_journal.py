@@ -19,7 +19,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from core.domain import Fill, Order, OrderStatus, OrderType, Side
 from core.storage.base import CandleStore
@@ -130,15 +129,26 @@ def _now() -> datetime:
 
 
 class OrderJournal:
-    """Typed access to the journal records of one store (DuckDB or Postgres)."""
+    """Typed access to the journal records of one store (DuckDB or Postgres).
+
+    Records are read from the store once and then kept in memory, updated by every write made
+    through this object (written to the store first), so a lookup does not re-read the whole
+    journal. One live process owns a journal; `refresh()` re-reads the store (reconciliation does).
+    """
 
     def __init__(self, store: CandleStore) -> None:
         self.store = store
+        self._intent_cache: dict[str, JournalIntent] | None = None
+        self._order_cache: dict[str, Order] | None = None
+        self._fill_cache: dict[str, Fill] | None = None
+
+    def refresh(self) -> None:
+        self._intent_cache = self._order_cache = self._fill_cache = None
 
     # --- intents ----------------------------------------------------------------------------------
     def record_intent(self, order: Order, recorded_ts: datetime | None = None) -> JournalIntent:
         intent = JournalIntent(order=order, recorded_ts=recorded_ts or _now())
-        self._put_intent(intent)
+        self._put_intents([intent])
         return intent
 
     def resolve_intent(self, client_order_id: str, outcome: str, reason: str = "") -> JournalIntent:
@@ -146,8 +156,12 @@ class OrderJournal:
         if intent is None:
             raise KeyError(f"no order intent {client_order_id!r} in the journal")
         resolved = JournalIntent(intent.order, intent.recorded_ts, outcome, reason)
-        self._put_intent(resolved)
+        self._put_intents([resolved])
         return resolved
+
+    def resolve_intents(self, resolutions: list[tuple[JournalIntent, str, str]]) -> None:
+        """Many (intent, outcome, reason) in one atomic write (reconciliation)."""
+        self._put_intents([JournalIntent(i.order, i.recorded_ts, outcome, reason) for i, outcome, reason in resolutions])
 
     def intent(self, client_order_id: str) -> JournalIntent | None:
         return self._intents().get(client_order_id)
@@ -160,13 +174,18 @@ class OrderJournal:
         known = self._orders()
         return [i for i in self._intents().values() if i.outcome is None and i.client_order_id not in known]
 
-    # --- orders -----------------------------------------------------------------------------------
+    # --- orders ---------------------------------------------------------------------------------
     def record_order(self, order: Order) -> None:
-        self.store.put_records(ORDER_KIND, [(order.client_order_id, order.model_dump(mode="json"))])
+        self.record_orders([order])
 
     def record_orders(self, orders: list[Order]) -> None:
-        if orders:
-            self.store.put_records(ORDER_KIND, [(o.client_order_id, o.model_dump(mode="json")) for o in orders])
+        if not orders:
+            return
+        self.store.put_records(ORDER_KIND, [(o.client_order_id, o.model_dump(mode="json")) for o in orders])
+        cache = self._orders()
+        for o in orders:
+            cache.pop(o.client_order_id, None)  # re-insert: keep update order like the store
+            cache[o.client_order_id] = o
 
     def order(self, client_order_id: str) -> Order | None:
         return self._orders().get(client_order_id)
@@ -183,14 +202,15 @@ class OrderJournal:
     # --- fills ------------------------------------------------------------------------------------
     def record_fills(self, fills: list[Fill]) -> list[Fill]:
         """Store fills not seen before; returns the new ones."""
-        seen = {key for key, _ in self.store.get_records(FILL_KIND)}
-        new = [f for f in fills if f.fill_id not in seen]
+        cache = self._fills()
+        new = list({f.fill_id: f for f in fills if f.fill_id not in cache}.values())
         if new:
             self.store.put_records(FILL_KIND, [(f.fill_id, f.model_dump(mode="json")) for f in new])
+            cache.update((f.fill_id, f) for f in new)
         return new
 
     def fills(self) -> list[Fill]:
-        return [Fill.model_validate(p) for _, p in self.store.get_records(FILL_KIND)]
+        return list(self._fills().values())
 
     def net_holdings(self) -> dict[str, float]:
         """Base-coin quantity bought minus sold per symbol, from the recorded fills."""
@@ -200,25 +220,46 @@ class OrderJournal:
         return out
 
     # --- storage ----------------------------------------------------------------------------------
-    def _put_intent(self, intent: JournalIntent) -> None:
-        payload: dict[str, Any] = {
-            "order": intent.order.model_dump(mode="json"),
-            "recorded_ts": intent.recorded_ts.isoformat(),
-            "outcome": intent.outcome,
-            "reason": intent.reason,
-        }
-        self.store.put_records(INTENT_KIND, [(intent.client_order_id, payload)])
+    def _put_intents(self, intents: list[JournalIntent]) -> None:
+        rows = [
+            (
+                i.client_order_id,
+                {
+                    "order": i.order.model_dump(mode="json"),
+                    "recorded_ts": i.recorded_ts.isoformat(),
+                    "outcome": i.outcome,
+                    "reason": i.reason,
+                },
+            )
+            for i in intents
+        ]
+        if not rows:
+            return
+        self.store.put_records(INTENT_KIND, rows)
+        cache = self._intents()
+        for i in intents:
+            cache.pop(i.client_order_id, None)
+            cache[i.client_order_id] = i
 
     def _intents(self) -> dict[str, JournalIntent]:
-        return {
-            key: JournalIntent(
-                order=Order.model_validate(p["order"]),
-                recorded_ts=datetime.fromisoformat(p["recorded_ts"]),
-                outcome=p.get("outcome"),
-                reason=p.get("reason", ""),
-            )
-            for key, p in self.store.get_records(INTENT_KIND)
-        }
+        if self._intent_cache is None:
+            self._intent_cache = {
+                key: JournalIntent(
+                    order=Order.model_validate(p["order"]),
+                    recorded_ts=datetime.fromisoformat(p["recorded_ts"]),
+                    outcome=p.get("outcome"),
+                    reason=p.get("reason", ""),
+                )
+                for key, p in self.store.get_records(INTENT_KIND)
+            }
+        return self._intent_cache
 
     def _orders(self) -> dict[str, Order]:
-        return {key: Order.model_validate(p) for key, p in self.store.get_records(ORDER_KIND)}
+        if self._order_cache is None:
+            self._order_cache = {key: Order.model_validate(p) for key, p in self.store.get_records(ORDER_KIND)}
+        return self._order_cache
+
+    def _fills(self) -> dict[str, Fill]:
+        if self._fill_cache is None:
+            self._fill_cache = {key: Fill.model_validate(p) for key, p in self.store.get_records(FILL_KIND)}
+        return self._fill_cache
