@@ -41,7 +41,6 @@ def test_settings_when_nothing_set_then_paper_mode_unconfirmed(monkeypatch: pyte
 
 
 def test_build_venue_when_default_settings_then_paper_venue(store: DuckDBStore) -> None:
-    pytest.importorskip("core.venues.paper", reason="the paper venue (execution area) has not landed yet")
     venue = build_venue(load_settings(), store)
     assert type(venue).__name__ == "PaperVenue"
     assert venue.name != "hummingbot"
