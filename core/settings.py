@@ -13,7 +13,7 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,8 +26,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
@@ -63,8 +65,9 @@ class DataSettings(_Section):
         description="Folder of the shipped parquet candles (ohlcv_<timeframe>.parquet).",
     )
     var_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where the store, MLflow and reports live.")
-    symbols: tuple[str, ...] = Field(default=MONITORED_SYMBOLS, min_length=1, max_length=99)
-    universe: tuple[str, ...] = Field(default=SUPPORTED_SYMBOLS, min_length=1, max_length=99)
+    # NoDecode: env values are split by _split ("BTC,ETH SOL" or a JSON array), not JSON-only.
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(default=MONITORED_SYMBOLS, min_length=1, max_length=99)
+    universe: Annotated[tuple[str, ...], NoDecode] = Field(default=SUPPORTED_SYMBOLS, min_length=1, max_length=99)
     quote: str = "USDT"
     detection_timeframe: Timeframe = "1h"
     stream_timeframe: Timeframe = "1m"
@@ -77,7 +80,7 @@ class DataSettings(_Section):
     @classmethod
     def _split(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = [s for s in v.replace(",", " ").split() if s]
+            v = json.loads(v) if v.lstrip().startswith("[") else [s for s in v.replace(",", " ").split() if s]
         return tuple(str(s).upper() for s in v)
 
     @model_validator(mode="after")
@@ -353,3 +356,5 @@ def load_settings(**overrides: Any) -> Settings:
             got = "<redacted>" if secret else repr(err.get("input"))
             lines.append(f"  {field}: {err['msg']} (got {got})")
         raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+    except SettingsError as exc:  # an env value that cannot be parsed at all (e.g. bad JSON)
+        raise ConfigError(f"invalid settings: {exc}; nested values in env take JSON") from None
