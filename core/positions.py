@@ -348,68 +348,84 @@ def close_position(
     return events
 
 
-def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEvent]:
-    """Advance one bar (starting at/after the signal bar's close). Returns what happened, in order."""
-    if pos.status == "closed":
-        return []
+def begin_bar(pos: ManagedPosition, bar: Bar) -> bool:
+    """Check the bar may be applied (after the signal bar, moving forward) and mark it seen.
+
+    Returns False for a bar already applied (a replay after a restart), which callers skip."""
     if bar.ts < pos.created_ts:
         raise ValueError(f"{pos.position_id}: bar {bar.ts} starts before the signal bar closed ({pos.created_ts})")
     if pos.last_bar_ts is not None and bar.ts <= pos.last_bar_ts:
-        raise ValueError(f"{pos.position_id}: bars must move forward ({bar.ts} after {pos.last_bar_ts})")
+        return False
     pos.last_bar_ts = bar.ts
+    return True
+
+
+def enter(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEvent]:
+    """Steps 1-2: expire the levels past their expiry, then fill the resting levels this bar reaches."""
+    events: list[PositionEvent] = []
+    # 1. expiry before fills: a level cannot fill in a bar that starts after it expired.
+    if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
+        for i, lv in enumerate(pos.entry_levels):
+            if lv.resting:
+                lv.expired = True
+                pos.resting_levels -= 1
+                events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
+    # 2. entries.
+    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
+    for i, lv in enumerate(pos.entry_levels):
+        if lv.filled or lv.expired:
+            continue
+        price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, settings.execution.slippage)
+        if price is not None:
+            events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
+    return events
+
+
+def manage_exits(pos: ManagedPosition, bar: Bar, settings: Settings, entry_bar: bool) -> list[PositionEvent]:
+    """Steps 3-4 for a position holding quantity. `entry_bar`: its first fill happened on this bar."""
     slippage = settings.execution.slippage
     bar_end = bar.ts + (bar.duration or timeframe_duration(pos.timeframe))
-    events: list[PositionEvent] = []
-    was_flat = pos.quantity == 0
-
-    if pos.resting_levels:
-        # 1. expiry before fills: a level cannot fill in a bar that starts after it expired.
-        if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
-            for i, lv in enumerate(pos.entry_levels):
-                if lv.resting:
-                    lv.expired = True
-                    pos.resting_levels -= 1
-                    events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
-        # 2. entries.
-        liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
-        for i, lv in enumerate(pos.entry_levels):
-            if lv.filled or lv.expired:
-                continue
-            price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, slippage)
-            if price is not None:
-                events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
-        if was_flat and pos.quantity == 0:
-            if not pos.resting_levels:
-                pos.status = "closed"  # every level expired unfilled: nothing was bought
-            return events
-    limit_entry_bar = was_flat and pos.entry_type is OrderType.LIMIT
+    limit_entry_bar = entry_bar and pos.entry_type is OrderType.LIMIT
 
     # 3. exits, conservative order: stop, then TP, then close-based exits.
     sl, trail = pos.stop_loss_price, pos.trailing_price
     stop_px = stop_fill_price(sl if trail is None or trail <= sl else trail, bar, slippage)
     if stop_px is not None:
         reason = ExitReason.TRAILING_STOP if trail is not None and trail > sl else ExitReason.STOP_LOSS
-        return events + close_position(pos, reason, bar_end, stop_px, "taker", settings)
+        return close_position(pos, reason, bar_end, stop_px, "taker", settings)
     tp = pos.take_profit_price
     if limit_entry_bar:
         tp_px = tp if bar.close >= tp else None
     else:
         tp_px = fill_price(Side.SELL, OrderType.LIMIT, tp, bar, 0.0)
     if tp_px is not None:
-        return events + close_position(pos, ExitReason.TAKE_PROFIT, bar_end, tp_px, "maker", settings)
+        return close_position(pos, ExitReason.TAKE_PROFIT, bar_end, tp_px, "maker", settings)
     range_stop = pos.range_stop_price
     broken_down = range_stop is not None and bar.close < range_stop
     broken_up = pos.range_resistance is not None and bar.close > pos.range_resistance
     if broken_down or broken_up:
-        px = bar.close * (1 - slippage)
-        return events + close_position(pos, ExitReason.RANGE_BREAK, bar_end, px, "taker", settings)
+        return close_position(pos, ExitReason.RANGE_BREAK, bar_end, bar.close * (1 - slippage), "taker", settings)
     if pos.max_hold_until is not None and bar_end >= pos.max_hold_until:
-        px = bar.close * (1 - slippage)
-        return events + close_position(pos, ExitReason.MAX_HOLD, bar_end, px, "taker", settings)
+        return close_position(pos, ExitReason.MAX_HOLD, bar_end, bar.close * (1 - slippage), "taker", settings)
 
     # 4. trailing high after the stop check (no intra-bar look-ahead).
     pos.highest_price = max(pos.highest_price, bar.close if limit_entry_bar else bar.high)
-    return events
+    return []
+
+
+def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEvent]:
+    """Advance one bar (starting at/after the signal bar's close). Returns what happened, in order."""
+    if pos.status == "closed":
+        return []
+    if not begin_bar(pos, bar):
+        raise ValueError(f"{pos.position_id}: bars must move forward ({bar.ts} after {pos.last_bar_ts})")
+    was_flat = pos.quantity == 0
+    events = enter(pos, bar, settings) if pos.resting_levels else []
+    if pos.quantity == 0:
+        if not pos.resting_levels:
+            pos.status = "closed"  # every level expired unfilled: nothing was bought
+        return events
+    return events + manage_exits(pos, bar, settings, entry_bar=was_flat)
 
 
 def end_of_data(pos: ManagedPosition, last_bar: Bar, settings: Settings) -> list[PositionEvent]:
@@ -436,10 +452,13 @@ __all__ = [
     "ManagedPosition",
     "PositionEvent",
     "apply_entry_fill",
+    "begin_bar",
     "close_position",
     "end_of_data",
+    "enter",
     "fee_rate",
     "fill_price",
+    "manage_exits",
     "open_position",
     "step",
     "stop_fill_price",
