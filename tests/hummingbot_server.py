@@ -404,3 +404,30 @@ def make_order(
         position_id="pos-1",
         created_ts=datetime(2024, 3, 1, tzinfo=UTC),
     )
+
+
+def main() -> None:
+    """`python -m tests.hummingbot_server --port 8000`: run the double by hand (Ctrl-C to stop)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--username", default="admin")
+    parser.add_argument("--password", default="admin")
+    parser.add_argument("--mark", action="append", default=["BTC-USD=40000"], help="PAIR=PRICE, repeatable")
+    args = parser.parse_args()
+    state = ExchangeState(username=args.username, password=args.password)
+    for item in args.mark:
+        pair, price = item.split("=")
+        state.marks[pair] = float(price)
+    handler = type("Handler", (_Handler,), {"state": state})
+    httpd = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
+    print(f"Hummingbot API double on http://127.0.0.1:{args.port} (user {args.username})", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
