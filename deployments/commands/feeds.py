@@ -1,0 +1,255 @@
+"""Market-data commands: `mlcrypto stream`, `replay-server`, `backfill-polygon`, `health`.
+
+Times given without an offset are read as UTC. The replay source is the offline default: `stream`
+uses it whenever no Polygon key is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import ConfigError, TradingSystemError
+from core.settings import Settings, load_settings
+from core.storage.factory import open_store
+
+console = Console()
+err = Console(stderr=True)
+
+SymbolsOpt = Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeat or comma-separate); default: data.symbols.")]
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _symbols(values: list[str] | None, settings: Settings) -> list[str]:
+    if not values:
+        return list(settings.data.symbols)
+    return [v.strip().upper() for x in values for v in x.split(",") if v.strip()]
+
+
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date/time, e.g. 2026-04-01T12:00", param_hint=name) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    if seconds:
+        loop.call_later(seconds, stop.set)
+
+
+def stream(
+    symbols: SymbolsOpt = None,
+    source: Annotated[str, typer.Option(help="polygon | replay | auto (polygon when a key is set).")] = "auto",
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
+) -> None:
+    """Stream 1m aggregates (XA) into the store, repairing gaps from REST after every reconnect."""
+    from core.feeds.ingest import CandleWriter
+    from core.feeds.polygon_rest import PolygonRestClient
+    from core.feeds.polygon_ws import PolygonStreamClient
+
+    settings = _settings()
+    f = settings.feed
+    if source == "auto":
+        source = "polygon" if f.polygon_api_key is not None else "replay"
+    if source == "polygon":
+        if f.polygon_api_key is None:
+            err.print("[red]--source polygon needs feed.polygon_api_key (MLCRYPTO_FEED__POLYGON_API_KEY)[/red]")
+            raise typer.Exit(2)
+        url, rest_url, key = f.polygon_ws_url, f.polygon_rest_url, f.polygon_api_key
+    elif source == "replay":
+        url, rest_url, key = f"ws://{f.replay_host}:{f.replay_port}", f"http://{f.replay_host}:{f.replay_rest_port}", f.replay_api_key
+    else:
+        raise typer.BadParameter("use polygon, replay or auto", param_hint="--source")
+    wanted = _symbols(symbols, settings)
+
+    async def main() -> None:
+        store = open_store(settings)
+        writer = CandleWriter(store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
+        rest = PolygonRestClient.from_settings(settings, base_url=rest_url, api_key=key)
+        client = PolygonStreamClient(
+            url=url, api_key=key, symbols=wanted, quote=settings.data.quote, writer=writer, rest=rest,
+            reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
+        )
+        stop = asyncio.Event()
+        await _until_signal(stop, seconds)
+        console.print(f"streaming {len(wanted)} symbols from {source} ({url}); Ctrl-C to stop")
+        try:
+            await client.run(stop)
+        finally:
+            await rest.aclose()
+            store.close()
+            console.print(
+                f"rows written {writer.metrics.rows_written}, batches {writer.metrics.batches}, "
+                f"connects {client.metrics.connects}, repaired {client.metrics.repaired_rows}, "
+                f"parse counters {client.counters.as_dict()}"
+            )
+
+    try:
+        asyncio.run(main())
+    except TradingSystemError as exc:
+        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def replay_server(
+    symbols: SymbolsOpt = None,
+    speed: Annotated[float | None, typer.Option(help="1 = real time, N = N times faster, 0 = as fast as possible.")] = None,
+    start: Annotated[str | None, typer.Option(help="First bar to replay (ISO, UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (ISO, UTC).")] = None,
+    path: Annotated[Path | None, typer.Option(help="Parquet of 1m candles (default: data_dir/ohlcv_1m.parquet).")] = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help="Replay the store's 1m candles instead.")] = False,
+    exit_when_done: Annotated[bool, typer.Option(help="Exit once the tape has been played.")] = False,
+) -> None:
+    """Serve recorded candles over the Polygon WebSocket protocol, plus REST aggregates for gap repair."""
+    from core.feeds.replay_server import ReplayRestServer, ReplayWsServer, load_tape
+
+    settings = _settings()
+    f = settings.feed
+    wanted = _symbols(symbols, settings) if symbols else None
+    store = open_store(settings) if from_store else None
+    try:
+        tape = load_tape(settings, wanted or list(settings.data.symbols) if from_store else wanted,
+                         start=_when(start, "--start"), end=_when(end, "--end"), path=path, store=store)
+    except (ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        if store is not None:
+            store.close()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        await _until_signal(stop, None)
+        with ReplayRestServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_rest_port) as rest:
+            ws = ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed if speed is None else speed,
+                                host=f.replay_host, port=f.replay_port, events_per_message=f.replay_events_per_message)
+            async with ws:
+                console.print(f"replaying {len(tape)} bars on {ws.url} (REST {rest.url}); waiting for a subscriber")
+                waits = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(ws.finished.wait())] if exit_when_done else [])
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+                console.print(f"sent {ws.sent_events} events to {ws.connections} connection(s)")
+
+    asyncio.run(main())
+
+
+def backfill_polygon(
+    start: Annotated[str, typer.Option(help="First minute (ISO, UTC).")],
+    end: Annotated[str, typer.Option(help="End, exclusive (ISO, UTC).")],
+    symbols: SymbolsOpt = None,
+    rest_url: Annotated[str | None, typer.Option(help="Override feed.polygon_rest_url (e.g. the replay server).")] = None,
+) -> None:
+    """Backfill 1m candles from Polygon REST aggregates (pagination, 429/5xx backoff, 401 stops)."""
+    from core.feeds.polygon_rest import PolygonRestClient, backfill
+
+    settings = _settings()
+    wanted = _symbols(symbols, settings)
+    first, stop = _when(start, "--start"), _when(end, "--end")
+    if first is None or stop is None or stop <= first:
+        raise typer.BadParameter("--end must be after --start", param_hint="--end")
+
+    async def main() -> dict[str, int]:
+        store = open_store(settings)
+        try:
+            async with PolygonRestClient.from_settings(settings, base_url=rest_url) as rest:
+                return await backfill(rest, store, wanted, first, stop)
+        finally:
+            store.close()
+
+    try:
+        written = asyncio.run(main())
+    except TradingSystemError as exc:
+        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for symbol, rows in written.items():
+        console.print(f"{symbol}: {rows} candles")
+
+
+def health(
+    symbols: SymbolsOpt = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe to check (default: data.detection_timeframe).")] = None,
+    bars: Annotated[int, typer.Option(help="Bars per symbol the gate checks (what a scan uses).")] = 200,
+    now: Annotated[str | None, typer.Option(help="Check as of this time (ISO, UTC); default: now.")] = None,
+    alert: Annotated[bool, typer.Option(help="Send a data-health alert on failure.")] = True,
+) -> None:
+    """Per-symbol freshness, gaps and gate result; exit code 1 when any symbol fails."""
+    from core.alerts import SlackAlerter
+    from core.quality.gate import CandleGate, apply_gate
+
+    settings = _settings()
+    tf = timeframe or settings.data.detection_timeframe
+    wanted = _symbols(symbols, settings)
+    as_of = _when(now, "--now") or datetime.now(UTC)
+    store = open_store(settings)
+    try:
+        window = store.last_bars(wanted, tf, bars, end=as_of)
+        coverage = store.coverage().filter(pl.col("timeframe") == tf)
+        gate = CandleGate(settings)
+        _, report = apply_gate(window, settings, as_of, store=store, symbols=wanted, gate=gate,
+                               alerter=SlackAlerter.from_settings(settings) if alert else None)
+        derived = gate.derived(window, as_of) if not window.is_empty() else None
+    except TradingSystemError as exc:
+        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    per_symbol = (
+        derived.group_by("symbol").agg(
+            last=pl.col("ts").max(),
+            stale=pl.col("stale_bars").max(),
+            window_missing=pl.col("gap_bars").clip(lower_bound=0).sum(),
+        ) if derived is not None else pl.DataFrame(schema={"symbol": pl.Utf8})
+    )
+    info = {r["symbol"]: r for r in per_symbol.iter_rows(named=True)}
+    total_missing = dict(zip(coverage["symbol"].to_list(), coverage["missing"].to_list(), strict=True))
+    table = Table(title=f"data health {tf} as of {as_of:%Y-%m-%d %H:%M} UTC (last {bars} bars)")
+    for col in ("symbol", "last bar", "age (bars)", "missing (window)", "missing (all)", "gate", "failed"):
+        table.add_column(col)
+    for r in report.results:
+        i = info.get(r.symbol, {})
+        last = i.get("last")
+        table.add_row(
+            r.symbol,
+            f"{last:%Y-%m-%d %H:%M}" if last else "-",
+            f"{i['stale']:.1f}" if i.get("stale") is not None else "-",
+            f"{i.get('window_missing', 0):.0f}" if i else "-",
+            str(total_missing.get(r.symbol, "-")),
+            "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+            ", ".join(r.failed_expectations),
+        )
+    console.print(table)
+    console.print(f"gate: {len(report.passed_symbols)} passed, {len(report.failed_symbols)} failed in {report.seconds:.2f}s")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stream")(stream)
+    app.command("replay-server")(replay_server)
+    app.command("backfill-polygon")(backfill_polygon)
+    app.command("health")(health)
