@@ -45,18 +45,27 @@ def ema(x: pl.Expr | str, n: int) -> pl.Expr:
     return _seeded_ewm(x, n, 2.0 / (n + 1), n - 1)
 
 
-def rsi(close: pl.Expr | str = "close", n: int = 14) -> pl.Expr:
-    """Wilder's RSI (TA-Lib): first averages at bar n are the SMA of the first n changes, then Wilder
-    smoothing (alpha = 1/n). RSI = 100 * avg_gain / (avg_gain + avg_loss); 50 when both are zero
-    (flat prices; TA-Lib returns 0 there, which would read as 'oversold' on a halted market)."""
+def wilder_averages(close: pl.Expr | str = "close", n: int = 14) -> tuple[pl.Expr, pl.Expr]:
+    """TA-Lib's average gain and average loss: at bar n the SMA of the first n changes, then Wilder
+    smoothing (alpha = 1/n)."""
     close = pl.col(close) if isinstance(close, str) else close
     change = close.diff()
-    gain = change.clip(lower_bound=0.0)
-    loss = (-change).clip(lower_bound=0.0)
-    avg_gain = _seeded_ewm(gain, n, 1.0 / n, n)
-    avg_loss = _seeded_ewm(loss, n, 1.0 / n, n)
+    avg_gain = _seeded_ewm(change.clip(lower_bound=0.0), n, 1.0 / n, n)
+    avg_loss = _seeded_ewm((-change).clip(lower_bound=0.0), n, 1.0 / n, n)
+    return avg_gain, avg_loss
+
+
+def rsi_from_averages(avg_gain: pl.Expr, avg_loss: pl.Expr) -> pl.Expr:
+    """RSI = 100 * avg_gain / (avg_gain + avg_loss) (TA-Lib's formula); 50 when both are zero
+    (flat prices; TA-Lib returns 0 there, which would read as 'oversold' on a halted market)."""
     total = avg_gain + avg_loss
     return pl.when(total > 0).then(100.0 * avg_gain / total).when(total == 0).then(50.0).otherwise(None)
+
+
+def rsi(close: pl.Expr | str = "close", n: int = 14) -> pl.Expr:
+    """Wilder's RSI (TA-Lib). One expression; on big frames compute `wilder_averages` into columns first
+    and then `rsi_from_averages` on those columns (the nested form recomputes each average)."""
+    return rsi_from_averages(*wilder_averages(close, n))
 
 
 def true_range(high: str = "high", low: str = "low", close: str = "close") -> pl.Expr:

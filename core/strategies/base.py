@@ -70,11 +70,12 @@ def validate_bars(bars: pl.DataFrame) -> str:
     if bars.height == 0:
         raise DataQualityError("candle frame is empty: nothing to detect on")
     tf = bars_timeframe(bars)
-    checks = bars.select(
-        contiguous=pl.col("symbol").rle_id().max() + 1 == pl.col("symbol").n_unique(),
-        increasing=(pl.col("ts").diff().over("symbol").fill_null(timedelta(1)) > timedelta(0)).all(),
+    new_symbol = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
+    checks = bars.lazy().select(
+        contiguous=new_symbol.sum() == pl.col("symbol").n_unique(),
+        increasing=(new_symbol | (pl.col("ts").diff() > timedelta(0))).all(),
         nulls=pl.sum_horizontal(pl.col(c).null_count() for c in REQUIRED_BAR_COLUMNS),
-    ).row(0, named=True)
+    ).collect().row(0, named=True)
     if not (checks["contiguous"] and checks["increasing"]):
         raise DataQualityError("candle frame must be sorted by (symbol, ts) without duplicates; "
                                "use bars.unique(['symbol', 'ts']).sort(['symbol', 'ts'])")
@@ -85,10 +86,10 @@ def validate_bars(bars: pl.DataFrame) -> str:
 
 
 def with_segments(bars: pl.DataFrame, max_gap: timedelta = MAX_BRIDGED_GAP) -> pl.DataFrame:
-    """Add SEGMENT: a counter per symbol that increases after every hole longer than max_gap."""
-    return bars.with_columns(
-        (pl.col("ts").diff() > max_gap).fill_null(False).cum_sum().over("symbol").alias(SEGMENT)
-    )
+    """Add SEGMENT: one integer id per contiguous stretch of one symbol; a new stretch starts at a new
+    symbol or after a hole longer than max_gap. (One integer key makes `.over()` cheap.)"""
+    new_symbol = (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True)
+    return bars.with_columns((new_symbol | (pl.col("ts").diff() > max_gap)).cum_sum().alias(SEGMENT))
 
 
 def plan_exprs(
@@ -173,21 +174,29 @@ def cut_points_every(bars: pl.DataFrame, n: int) -> Sequence[datetime]:
     return [ts[i] for i in range(step, ts.len() - 1, step)][:n]
 
 
-PARTITION = ["symbol", SEGMENT]
+PARTITION = SEGMENT  # ids are unique across symbols
 COMMON_FEATURES: tuple[str, ...] = ("rsi", "atr_pct", "rvol_24h", "ret_24h", "liquidity_24h")
 
 
-def common_feature_exprs(timeframe: str, rsi_period: int, atr_period: int) -> list[pl.Expr]:
-    """Features every strategy reports, so the models see each coin's state (momentum, volatility,
-    liquidity) rather than needing one model per coin. Partitioned per stretch of one symbol."""
+def add_common_features(frame: pl.DataFrame | pl.LazyFrame, timeframe: str, rsi_period: int, atr_period: int) -> pl.LazyFrame:
+    """Add the features every strategy reports, so the models see each coin's state (momentum,
+    volatility, liquidity) rather than needing one model per coin. Per stretch of one symbol
+    (`frame` must carry SEGMENT). RSI is built from its two averages computed once as columns."""
     bar = timeframe_duration(timeframe)
     day = bars_in(timedelta(hours=24), timeframe)
-    return [
-        ind.rsi("close", rsi_period).over(PARTITION).alias("rsi"),
-        (ind.atr(atr_period) / pl.col("close")).over(PARTITION).alias("atr_pct"),
-        ind.realised_volatility(day, bar).over(PARTITION).alias("rvol_24h"),
-        (pl.col("close") / pl.col("close").shift(day) - 1).over(PARTITION).alias("ret_24h"),
-        # log10 of the quote (USDT) volume traded over the last 24h: a liquidity proxy.
-        (pl.col("close") * pl.col("volume")).rolling_sum(day, min_samples=day).over(PARTITION)
-        .clip(lower_bound=1.0).log10().alias("liquidity_24h"),
-    ]
+    avg_gain, avg_loss = ind.wilder_averages("close", rsi_period)
+    return (
+        frame.lazy()
+        .with_columns(
+            avg_gain.over(PARTITION).alias("_avg_gain"),
+            avg_loss.over(PARTITION).alias("_avg_loss"),
+            (ind.atr(atr_period) / pl.col("close")).over(PARTITION).alias("atr_pct"),
+            ind.realised_volatility(day, bar).over(PARTITION).alias("rvol_24h"),
+            (pl.col("close") / pl.col("close").shift(day) - 1).over(PARTITION).alias("ret_24h"),
+            # log10 of the quote (USDT) volume traded over the last 24h: a liquidity proxy.
+            (pl.col("close") * pl.col("volume")).rolling_sum(day, min_samples=day).over(PARTITION)
+            .clip(lower_bound=1.0).log10().alias("liquidity_24h"),
+        )
+        .with_columns(ind.rsi_from_averages(pl.col("_avg_gain"), pl.col("_avg_loss")).alias("rsi"))
+        .drop("_avg_gain", "_avg_loss")
+    )

@@ -27,7 +27,7 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    common_feature_exprs,
+    add_common_features,
     plan_exprs,
     validate_bars,
     with_segments,
@@ -47,23 +47,29 @@ def count_separated_touches(
     """
     n = values.shape[0]
     counts = np.full(n, -1, dtype=np.int64)
-    rows = np.flatnonzero(np.isfinite(thresholds))
-    rows = rows[rows >= window - 1]
-    if rows.size == 0:
+    if n < window:
         return counts
-    windows = sliding_window_view(values, window)  # row r holds values[r : r + window]
-    for start in range(0, rows.size, _CHUNK_ROWS):
-        ends = rows[start : start + _CHUNK_ROWS]
-        win = windows[ends - (window - 1)]
-        thr = thresholds[ends][:, None]
+    windows = sliding_window_view(values, window)  # row r holds values[r : r + window] (a view, no copy)
+    # NaN thresholds compare False, so bars without a threshold just get no touches (then -1 below).
+    for start in range(0, n - window + 1, _CHUNK_ROWS):
+        win = windows[start : start + _CHUNK_ROWS]
+        thr = thresholds[start + window - 1 : start + window - 1 + win.shape[0], None]
         touch = win <= thr if below else win >= thr
-        count = np.zeros(ends.size, dtype=np.int64)
-        last = np.full(ends.size, -separation, dtype=np.int64)
+        raw = touch.sum(axis=1)
+        ends = start + window - 1 + np.arange(win.shape[0])
+        counts[ends] = raw  # with 0 or 1 touch the separation rule changes nothing
+        many = np.flatnonzero(raw > 1)
+        if many.size == 0:
+            continue
+        touch = touch[many]
+        count = np.zeros(many.size, dtype=np.int64)
+        last = np.full(many.size, -separation, dtype=np.int64)
         for j in range(window):
             hit = touch[:, j] & (j - last >= separation)
             count += hit
             last = np.where(hit, j, last)
-        counts[ends] = count
+        counts[ends[many]] = count
+    counts[~np.isfinite(thresholds)] = -1
     return counts
 
 
@@ -91,16 +97,20 @@ class ChannelStrategy:
         tf = validate_bars(bars)
         c = self.config
         w = c.window_bars
-        out = with_segments(bars, self.max_gap).with_columns(
+        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
             ind.rolling_low(w).over(PARTITION).alias("_support"),
             ind.rolling_high(w).over(PARTITION).alias("_resistance"),
-            *common_feature_exprs(tf, self.rsi_period, self.atr_period),
-        )
+        ).collect()
         span = pl.col("_resistance") - pl.col("_support")
         tol = c.touch_tolerance * span
+        # Touches are counted only where they can decide something: a range of valid width with the
+        # close in its entry zone (null elsewhere). That is a few % of the bars, so it is cheap.
+        candidate = (span / pl.col("_support")).is_between(c.min_width, c.max_width) & (
+            pl.col("close") <= pl.col("_support") + c.entry_zone * span
+        )
         thresholds = out.select(
-            (pl.col("_support") + tol).fill_null(np.nan).alias("s"),
-            (pl.col("_resistance") - tol).fill_null(np.nan).alias("r"),
+            pl.when(candidate).then(pl.col("_support") + tol).fill_null(np.nan).alias("s"),
+            pl.when(candidate).then(pl.col("_resistance") - tol).fill_null(np.nan).alias("r"),
         )
         sep = c.touch_separation_bars
         ts_count = count_separated_touches(

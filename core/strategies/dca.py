@@ -19,7 +19,7 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    common_feature_exprs,
+    add_common_features,
     plan_exprs,
     validate_bars,
     with_segments,
@@ -45,11 +45,10 @@ class DcaStrategy:
         c = self.config
         lookback = bars_in(c.lookback, tf)
         max_high = ind.rolling_high(lookback)
-        out = with_segments(bars, self.max_gap).with_columns(
+        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
             ((max_high - pl.col("close")) / max_high).over(PARTITION).alias("drop_pct"),
             (pl.col("volume") / ind.volume_average(self.volume_avg_bars)).over(PARTITION).alias("volume_ratio"),
             (pl.col("close") / ind.ema("close", 50) - 1).over(PARTITION).alias("dist_ema50"),
-            *common_feature_exprs(tf, self.rsi_period, self.atr_period),
         )
         return out.with_columns(
             ((pl.col("drop_pct") >= c.min_drop) & (pl.col("rsi") < c.rsi_max)).fill_null(False).alias("signal"),
@@ -62,4 +61,4 @@ class DcaStrategy:
                 grid_spacing=c.grid_spacing,
                 grid_levels=c.grid_levels,
             ),
-        ).drop(SEGMENT)
+        ).drop(SEGMENT).collect()

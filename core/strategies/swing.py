@@ -19,7 +19,7 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    common_feature_exprs,
+    add_common_features,
     plan_exprs,
     validate_bars,
     with_segments,
@@ -43,11 +43,10 @@ class SwingStrategy:
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
         tf = validate_bars(bars)
         c = self.config
-        out = with_segments(bars, self.max_gap).with_columns(
+        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
             ind.rolling_high(c.resistance_bars, include_current=False).over(PARTITION).alias("_resistance"),
             ind.volume_average(self.volume_avg_bars).over(PARTITION).alias("_vol_avg"),
             ind.ema("close", c.ema_period).over(PARTITION).alias("_ema"),
-            *common_feature_exprs(tf, self.rsi_period, self.atr_period),
         ).with_columns(
             (pl.col("close") / pl.col("_resistance") - 1).alias("breakout_pct"),
             (pl.col("volume") / pl.col("_vol_avg")).alias("volume_ratio"),
@@ -69,4 +68,4 @@ class SwingStrategy:
                 trailing_pct=c.trailing_stop,
                 max_hold=c.max_hold,
             ),
-        ).drop(SEGMENT, "_resistance", "_vol_avg", "_ema")
+        ).drop(SEGMENT, "_resistance", "_vol_avg", "_ema").collect()
