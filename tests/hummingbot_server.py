@@ -49,7 +49,7 @@ class ExchangeState:
     balances: dict[str, float] = field(default_factory=lambda: {"USD": 10_000.0})
     marks: dict[str, float] = field(default_factory=dict)
     failures: dict[str, deque[str]] = field(default_factory=lambda: defaultdict(deque))
-    delay: float = 1.0
+    delay: float = 2.5
     requests: list[tuple[str, str]] = field(default_factory=list)
     place_requests: int = 0
     on_place: Callable[[dict[str, Any]], None] | None = None  # called as a request arrives, before placing
@@ -376,7 +376,7 @@ def settings_for(server: HummingbotTestServer, **execution: Any):  # noqa: ANN20
         "hummingbot_password": server.state.password,
         "hummingbot_account": server.state.account,
         "hummingbot_connector": server.state.connector,
-        "timeout_seconds": 0.3,
+        "timeout_seconds": 1.0,
         "max_retries": 3,
         "backoff_seconds": 0.01,
     }

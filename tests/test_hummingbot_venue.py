@@ -91,7 +91,7 @@ def test_submit_when_same_client_id_twice_then_one_order(venue: HummingbotVenue,
 def test_submit_when_timeout_after_placing_then_adopts_the_placed_order_without_resending(
     venue: HummingbotVenue, hb: HummingbotTestServer, journal: OrderJournal
 ) -> None:
-    hb.state.delay = 1.0  # past the client's 0.3 s timeout; the order is placed before the wait
+    hb.state.delay = 2.5  # past the client's 1 s timeout; the order is placed before the wait
     hb.state.fail_next("place", "timeout_after_place")
     placed = venue.submit(make_order())
     [at_venue] = hb.state.orders_at_venue()
@@ -190,7 +190,7 @@ def test_submit_when_retried_by_caller_after_placed_but_unconfirmed_then_adopts_
     venue: HummingbotVenue, hb: HummingbotTestServer
 ) -> None:
     # The order is placed but the answer times out, and every search fails too: submit gives up.
-    hb.state.delay = 1.0
+    hb.state.delay = 2.5
     hb.state.fail_next("place", "timeout_after_place")
     hb.state.fail_next("search", *["500_before"] * 4)
     with pytest.raises(TemporaryVenueError):
