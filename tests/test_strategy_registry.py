@@ -141,3 +141,25 @@ def test_detect_when_gap_at_real_data_hole_then_no_signal_in_first_warmup_bars()
     restart = utc(2024, 9, 8)
     assert out.filter(pl.col("ts").is_between(restart, restart + 13 * H)).height == 0
     assert out.filter(pl.col("ts") > restart + timedelta(days=2)).height > 0
+
+
+def test_cli_signals_when_btc_crash_window_then_lists_the_dca_signal():
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    res = CliRunner().invoke(app, ["signals", "-s", "BTC", "--start", "2020-12-10", "--end", "2021-01-04T11:00"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "2021-01-04 10:00" in res.output and "dca" in res.output
+
+
+def test_cli_regime_when_crash_window_then_panic_counted():
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    res = CliRunner().invoke(app, ["regime", "-s", "BTC,ETH,XRP,BNB,ADA,LINK,ATOM,DOGE", "--start", "2020-05-11",
+                                   "--end", "2020-06-03"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "PANIC" in res.output and "2020-06-02 14:00" in res.output
