@@ -142,7 +142,9 @@ class Portfolio:
     def on_bar(self, symbol: str, bar: Bar) -> list[Any]:
         """Apply one bar of `symbol`: venue fills/expiries, then the position rules' exits. One event."""
         self.marks[symbol] = bar.close
-        active = [p for p in self.positions.values() if p.symbol == symbol and p.status != "closed"]
+        active = [
+            p for p in self.positions.values() if p.symbol == symbol and p.status != "closed" and p.created_ts <= bar.ts
+        ]
         fresh = [p for p in active if begin_bar(p, bar)]  # a replayed bar (after a restart) is skipped
         if not fresh:
             return []
