@@ -70,6 +70,36 @@ def _pct(col: str) -> pl.Expr:
     return (pl.col(col) * 100).round(2).cast(pl.Utf8)
 
 
+def _ret_rule(col: str, label: str, op: str, threshold: float) -> tuple[pl.Expr, pl.Expr]:
+    """(condition, reason) for 'return <= / >= threshold', e.g. 'BTC 1h -3.14% <= -3%'."""
+    cond = pl.col(col) <= threshold if op == "<=" else pl.col(col) >= threshold
+    return cond, pl.format(f"{label} {{}}% {op} {threshold * 100:g}%", _pct(col))
+
+
+def _breadth_rule(col: str, share: float, what: str) -> tuple[pl.Expr, pl.Expr]:
+    return pl.col(col) >= share, pl.format(f"{{}}% of coins {what}", _pct(col))
+
+
+def _conditions(r: RegimeSettings) -> dict[Regime, list[tuple[pl.Expr, pl.Expr]]]:
+    """Per regime, its (condition, reason text) pairs, in SPEC 4's words."""
+    vol_text = f"BTC realised vol {{}}x its {r.caution_vol_median_days}d median > {r.caution_vol_ratio:g}x"
+    return {
+        Regime.PANIC: [
+            _ret_rule("btc_ret_1h", "BTC 1h", "<=", r.panic_btc_1h),
+            _ret_rule("btc_ret_4h", "BTC 4h", "<=", r.panic_btc_4h),
+            _breadth_rule("breadth_down_4h", r.panic_breadth_share, f"down > {-r.panic_breadth_drop_4h * 100:g}% in 4h"),
+        ],
+        Regime.CAUTION: [
+            _ret_rule("btc_ret_24h", "BTC 24h", "<=", r.caution_btc_24h),
+            (pl.col("vol_ratio") > r.caution_vol_ratio, pl.format(vol_text, pl.col("vol_ratio").round(2).cast(pl.Utf8))),
+        ],
+        Regime.EUPHORIA: [
+            _ret_rule("btc_ret_24h", "BTC 24h", ">=", r.euphoria_btc_24h),
+            _breadth_rule("breadth_up_24h", r.euphoria_breadth_share, f"up > {r.euphoria_breadth_rise_24h * 100:g}% in 24h"),
+        ],
+    }
+
+
 def regime_frame(bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: int = MIN_BREADTH_COINS) -> pl.DataFrame:
     """One row per BTC bar: regime, the reasons that hold for it, and the inputs."""
     tf = validate_bars(bars)
@@ -105,31 +135,13 @@ def regime_frame(bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: i
         .with_columns((pl.col("_vol") / pl.col("_vol_median")).alias("vol_ratio"))
         .select("ts", "vol_ratio")
     )
-    frame = (
-        btc.join(rets.filter(pl.col("symbol") == BENCHMARK).select(
-            "ts", pl.col("ret_1h").alias("btc_ret_1h"), pl.col("ret_4h").alias("btc_ret_4h"),
-            pl.col("ret_24h").alias("btc_ret_24h")), on="ts", how="left", maintain_order="left")
-        .join(breadth, on="ts", how="left", maintain_order="left")
+    btc_rets = rets.filter(pl.col("symbol") == BENCHMARK).select(
+        "ts", *(pl.col(f"ret_{w}").alias(f"btc_ret_{w}") for w in ("1h", "4h", "24h"))
     )
-    conds = {
-        Regime.PANIC: [
-            (pl.col("btc_ret_1h") <= r.panic_btc_1h, pl.format("BTC 1h {}% <= {}%", _pct("btc_ret_1h"), pl.lit(r.panic_btc_1h * 100))),
-            (pl.col("btc_ret_4h") <= r.panic_btc_4h, pl.format("BTC 4h {}% <= {}%", _pct("btc_ret_4h"), pl.lit(r.panic_btc_4h * 100))),
-            (pl.col("breadth_down_4h") >= r.panic_breadth_share,
-             pl.format("{}% of coins down > {}% in 4h", _pct("breadth_down_4h"), pl.lit(-r.panic_breadth_drop_4h * 100))),
-        ],
-        Regime.CAUTION: [
-            (pl.col("btc_ret_24h") <= r.caution_btc_24h, pl.format("BTC 24h {}% <= {}%", _pct("btc_ret_24h"), pl.lit(r.caution_btc_24h * 100))),
-            (pl.col("vol_ratio") > r.caution_vol_ratio,
-             pl.format("BTC realised vol {}x its {}d median > {}x", pl.col("vol_ratio").round(2).cast(pl.Utf8),
-                       pl.lit(r.caution_vol_median_days), pl.lit(r.caution_vol_ratio))),
-        ],
-        Regime.EUPHORIA: [
-            (pl.col("btc_ret_24h") >= r.euphoria_btc_24h, pl.format("BTC 24h {}% >= {}%", _pct("btc_ret_24h"), pl.lit(r.euphoria_btc_24h * 100))),
-            (pl.col("breadth_up_24h") >= r.euphoria_breadth_share,
-             pl.format("{}% of coins up > {}% in 24h", _pct("breadth_up_24h"), pl.lit(r.euphoria_breadth_rise_24h * 100))),
-        ],
-    }
+    frame = btc.join(btc_rets, on="ts", how="left", maintain_order="left").join(
+        breadth, on="ts", how="left", maintain_order="left"
+    )
+    conds = _conditions(r)
     hit = {g: pl.any_horizontal([c.fill_null(False) for c, _ in cs]) for g, cs in conds.items()}
     why = {g: pl.concat_str([pl.when(c.fill_null(False)).then(t) for c, t in cs], separator="; ", ignore_nulls=True)
            for g, cs in conds.items()}

@@ -40,6 +40,8 @@ REQUIRED_BAR_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "clo
 # it, so no signal's lookback spans it. Shorter holes (exchange maintenance, <= a few hours) are bridged.
 MAX_BRIDGED_GAP = timedelta(hours=24)
 SEGMENT = "_segment"
+PARTITION = SEGMENT  # windows run per stretch; segment ids are unique across symbols
+COMMON_FEATURES: tuple[str, ...] = ("rsi", "atr_pct", "rvol_24h", "ret_24h", "liquidity_24h")
 
 
 @runtime_checkable
@@ -162,9 +164,11 @@ def assert_no_lookahead(
         head = fn(bars.filter(pl.col("ts") <= cut))
         expected = full.filter(pl.col(ts_col) <= cut)
         try:
-            assert_frame_equal(head, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+            # exact: a causal computation on a prefix gives the same bits
+            assert_frame_equal(head, expected, check_exact=True)
         except AssertionError as exc:
-            raise StrategyError(f"look-ahead detected: output up to {cut} changes when later bars are added: {exc}") from None
+            msg = f"look-ahead detected: output up to {cut} changes when later bars are added: {exc}"
+            raise StrategyError(msg) from None
 
 
 def cut_points_every(bars: pl.DataFrame, n: int) -> Sequence[datetime]:
@@ -174,11 +178,9 @@ def cut_points_every(bars: pl.DataFrame, n: int) -> Sequence[datetime]:
     return [ts[i] for i in range(step, ts.len() - 1, step)][:n]
 
 
-PARTITION = SEGMENT  # ids are unique across symbols
-COMMON_FEATURES: tuple[str, ...] = ("rsi", "atr_pct", "rvol_24h", "ret_24h", "liquidity_24h")
-
-
-def add_common_features(frame: pl.DataFrame | pl.LazyFrame, timeframe: str, rsi_period: int, atr_period: int) -> pl.LazyFrame:
+def add_common_features(
+    frame: pl.DataFrame | pl.LazyFrame, timeframe: str, rsi_period: int, atr_period: int
+) -> pl.LazyFrame:
     """Add the features every strategy reports, so the models see each coin's state (momentum,
     volatility, liquidity) rather than needing one model per coin. Per stretch of one symbol
     (`frame` must carry SEGMENT). RSI is built from its two averages computed once as columns."""
