@@ -281,6 +281,11 @@ class ScheduleSettings(_Section):
     manage_cron: str = "* * * * *"
     health_cron: str = "*/15 * * * *"
     retrain_cron: str = "0 3 * * 1"
+    # Orchestration (Prefect) and the UIs `mlcrypto up` starts; links in flow artifacts point here.
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    replay_days: int = Field(default=7, ge=1, le=90, description="Main job: days replayed as Prefect flow runs.")
+    replay_step_hours: int = Field(default=1, ge=1, le=24, description="Main job: simulated hours per scan flow run.")
 
 
 class Settings(BaseSettings):
