@@ -15,7 +15,7 @@ from core.domain import CANDLE_SCHEMA, StrategyName
 from core.errors import DataQualityError
 from core.settings import Settings
 from core.strategies.registry import FEATURE_NAMES, detect_all
-from models.features import CONTEXT_FEATURES, event_features
+from models.features import CONTEXT_FEATURES, context_features, event_features
 from models.labels import label_events
 
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in StrategyName)
@@ -65,18 +65,22 @@ def load_history(
 
 
 def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, StrategyEvents]:
-    """Labelled events per strategy from one candle frame (one timeframe)."""
+    """Labelled events per strategy from one candle frame (one timeframe).
+
+    Detection, simulation and the context features each run once over all strategies' events.
+    """
     rows = detect_all(bars, settings).filter(pl.col("strategy").is_in(list(strategies)))
+    labelled = label_events(rows, bars, settings) if rows.height else rows
+    context = context_features(bars, settings)
+    keys = ["symbol", "timeframe", "ts", "strategy"]
     out: dict[str, StrategyEvents] = {}
     for strategy in strategies:
         names = feature_names(strategy)
-        sig = rows.filter(pl.col("strategy") == strategy)
-        if sig.is_empty():
+        mine = labelled.filter(pl.col("strategy") == strategy) if labelled.height else labelled
+        if mine.is_empty():
             out[strategy] = StrategyEvents(strategy, names, pl.DataFrame())
             continue
-        labelled = label_events(sig, bars, settings)
-        feats = event_features(sig, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings)
-        keys = ["symbol", "timeframe", "ts", "strategy"]
-        events = labelled.drop("features").join(feats, on=keys, how="left")
+        feats = event_features(mine, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings, context)
+        events = mine.drop("features").join(feats, on=keys, how="left")
         out[strategy] = StrategyEvents(strategy, names, events.sort("ts", "symbol"))
     return out

@@ -81,28 +81,38 @@ def market_features(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     )
 
 
+def context_features(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Per (symbol, ts) of a one-timeframe candle frame: CONTEXT_FEATURES (coin, then market)."""
+    timeframe = str(bars["timeframe"][0])
+    return (
+        coin_features(bars, timeframe)
+        .join(market_features(bars, settings), on="ts", how="left")
+        .select("symbol", "ts", *(pl.col(f).cast(pl.Float64) for f in CONTEXT_FEATURES))
+    )
+
+
 def event_features(
-    signal_rows: pl.DataFrame, bars: pl.DataFrame, feature_names: tuple[str, ...], settings: Settings
+    signal_rows: pl.DataFrame,
+    bars: pl.DataFrame,
+    feature_names: tuple[str, ...],
+    settings: Settings,
+    context: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Join each detection row's own feature struct with the coin/market context at its signal bar.
 
     Returns the id columns (symbol, timeframe, ts, strategy) plus `feature_names` + CONTEXT_FEATURES as
-    Float64 (missing values are null; xgboost treats them as missing).
+    Float64 (missing values are null; xgboost treats them as missing). `context` (context_features of the
+    same bars) can be passed when it was already computed.
     """
+    ids = {"symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": bars.schema["ts"], "strategy": pl.Utf8}
     if signal_rows.is_empty():
-        return pl.DataFrame(schema={"symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": bars.schema["ts"],
-                                    "strategy": pl.Utf8, **{f: pl.Float64 for f in (*feature_names, *CONTEXT_FEATURES)}})
-    timeframe = signal_rows["timeframe"][0]
-    own = signal_rows.select("symbol", "timeframe", "ts", "strategy", "features").unnest("features")
+        return pl.DataFrame(schema={**ids, **{f: pl.Float64 for f in (*feature_names, *CONTEXT_FEATURES)}})
+    own = signal_rows.select(*ids, "features").unnest("features")
     missing = [f for f in feature_names if f not in own.columns]
     if missing:
         raise ValueError(f"signal rows lack strategy features {missing}; detect_all must emit them in `features`")
-    ts_dtype = bars.schema["ts"]
-    own = own.with_columns(pl.col("ts").cast(ts_dtype))
-    ctx_bars = bars.filter(pl.col("timeframe") == timeframe) if "timeframe" in bars.columns else bars
-    out = (
-        own.join(coin_features(ctx_bars, timeframe), on=["symbol", "ts"], how="left")
-        .join(market_features(ctx_bars, settings), on="ts", how="left")
-        .select("symbol", "timeframe", "ts", "strategy", *feature_names, *CONTEXT_FEATURES)
-    )
-    return out.with_columns(pl.col(*feature_names, *CONTEXT_FEATURES).cast(pl.Float64))
+    if context is None:
+        timeframe = signal_rows["timeframe"][0]
+        context = context_features(bars.filter(pl.col("timeframe") == timeframe), settings)
+    out = own.with_columns(pl.col("ts").cast(bars.schema["ts"])).join(context, on=["symbol", "ts"], how="left")
+    return out.select(*ids, *(pl.col(f).cast(pl.Float64) for f in (*feature_names, *CONTEXT_FEATURES)))
