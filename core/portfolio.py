@@ -68,8 +68,6 @@ class Portfolio:
         pf = cls(store, settings, venue)
         records = sorted(store.get_records(JOURNAL), key=lambda kv: kv[0])
         for key, payload in records:
-            if key == "meta":
-                continue
             pf._fold(payload)
             pf.seq = max(pf.seq, int(key))
         # The paper venue holds exactly what the ledger says; intents stored but never acknowledged are
@@ -79,9 +77,18 @@ class Portfolio:
         pending = [o for o in pf.orders.values() if o.status is OrderStatus.PENDING]
         if pending:
             placed = [venue.submit(o) for o in pending]
+            pf.orders.update({o.client_order_id: o for o in placed})
             pf._commit("resubmitted", orders=placed)
-        pf._write_views(pf.positions.values(), pf.orders.values(), pf.fills.values(), pf.trades.values(),
-                        pf.decisions.values())
+        if records:
+            # Only the last event's views can be missing (a crash between its journal write and its views).
+            last = records[-1][1]
+            pf._write_views(
+                [pf.positions[d["position_id"]] for d in last.get("positions", [])],
+                [pf.orders[d["client_order_id"]] for d in last.get("orders", [])],
+                [pf.fills[d["fill_id"]] for d in last.get("fills", [])],
+                [pf.trades[d["position_id"]] for d in last.get("trades", [])],
+                [pf.decisions[d["signal_id"]] for d in last.get("decisions", [])],
+            )
         return pf
 
     def _fold(self, p: dict[str, Any]) -> None:

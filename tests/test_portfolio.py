@@ -155,3 +155,23 @@ def test_on_bar_when_bar_replayed_then_nothing_applied_twice(store, bars):
     assert len(pf.on_bar("ETH", b)) == 1
     cash, n = pf.cash, len(store.get_records(JOURNAL))
     assert pf.on_bar("ETH", b) == [] and pf.cash == cash and len(store.get_records(JOURNAL)) == n
+
+
+class _CrashingVenue(PaperVenue):
+    """Dies (like a killed process) right after the intent was stored, before any order reached it."""
+
+    def submit(self, order):  # type: ignore[override]
+        raise KeyboardInterrupt("killed before sending")
+
+
+def test_load_when_intents_stored_but_never_sent_then_sent_once_on_restart(store, bars):
+    e = entries(bars)[0]
+    with pytest.raises(KeyboardInterrupt):
+        Portfolio(store, S, _CrashingVenue(S)).open(e.signal, e.scores, e.notional)
+    assert {p["status"] for _, p in store.get_records("order")} == {"pending"}
+    venue = PaperVenue(S)
+    pf = Portfolio.load(store, S, venue)
+    assert len(venue.open_orders()) == 5 and {o.status.value for o in pf.orders.values()} == {"open"}
+    again = Portfolio.load(store, S, PaperVenue(S))  # a second restart resends nothing new
+    assert again.orders == pf.orders and len(again.venue.open_orders()) == 5
+    assert sum(1 for _, p in store.get_records(JOURNAL) if p["event"] == "resubmitted") == 1
