@@ -29,7 +29,8 @@ from core.domain import Decision, Regime, timeframe_duration
 from core.errors import DataQualityError
 from core.manager import StrategyManager
 from core.regime import regime_frame
-from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, open_position, step
+from core.backtest.execution import Execution, FastExecution
+from core.positions import Bar, ManagedPosition
 from core.risk import Holding, PortfolioView
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings
@@ -88,22 +89,6 @@ class BacktestResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class _Book:
-    cash: float
-    marks: dict[str, float] = field(default_factory=dict)
-    fills: list[tuple] = field(default_factory=list)
-
-    def apply(self, pos: ManagedPosition, events: list) -> None:
-        for ev in events:
-            if isinstance(ev, Filled):
-                self.cash -= ev.price * ev.quantity + ev.fee
-                self.fills.append((pos.position_id, ev.client_order_id, "buy", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
-            elif isinstance(ev, Exited):
-                self.cash += ev.price * ev.quantity - ev.fee
-                self.fills.append((pos.position_id, f"{pos.position_id}:x", "sell", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
-
-
 def run_backtest(
     bars: pl.DataFrame,
     settings: Settings,
@@ -114,6 +99,7 @@ def run_backtest(
     exit_bars: pl.DataFrame | None = None,
     market_bars: pl.DataFrame | None = None,
     use_regime: bool = True,
+    execution: Execution | None = None,
     progress: Progress | None = None,
 ) -> BacktestResult:
     """Replay `bars` (one timeframe, many symbols, sorted by (symbol, ts)); decisions only for signal bars
@@ -121,7 +107,8 @@ def run_backtest(
 
     The regime comes from `market_bars` (BTC + the monitored coins; default: `bars`), as of each signal
     bar's close; `use_regime=False` trades as if always NORMAL. Exits are checked on `exit_bars` (a finer
-    timeframe of the same symbols) wherever they cover a whole detection bar."""
+    timeframe of the same symbols) wherever they cover a whole detection bar. `execution` defaults to the
+    in-memory FastExecution; pass LedgerExecution(portfolio) for the paper-trading ledger and venue."""
     t0 = time.perf_counter()
     tf = validate_bars(bars)
     dur = timeframe_duration(tf)
@@ -164,10 +151,12 @@ def run_backtest(
     timeline = np.unique(np.concatenate([np.asarray(s.ts, dtype=np.int64) for s in series.values()])).tolist() if series else []
 
     manager = StrategyManager(settings)
-    book = _Book(cash=settings.risk.capital)
+    ex: Execution = execution if execution is not None else FastExecution(settings)
+    marks: dict[str, float] = {}
     open_pos: list[ManagedPosition] = []
     cursor: dict[str, int] = {}  # next bar index per position id
     closed: list[ManagedPosition] = []
+    stranded: list[ManagedPosition] = []  # open in the ledger, their symbol's data ended (ledger mode)
     decisions: list[Decision] = []
     curve: list[tuple[int, float, float, float]] = []  # ts (close, us), cash, equity, open notional
     n = len(timeline)
@@ -187,14 +176,16 @@ def run_backtest(
             while i < len(ser.ts) and ser.ts[i] < t:
                 i += 1  # bars before t were already visited (or precede the position)
             if i < len(ser.ts) and ser.ts[i] == t:
-                events = _step_bar(pos, ser, i, fine.get(pos.symbol), fine_per_bar, fine_dur, settings)
-                book.apply(pos, events)
-                book.marks[pos.symbol] = ser.close[i]
+                _apply(ex, pos, ser, i, fine.get(pos.symbol), fine_per_bar, fine_dur)
+                marks[pos.symbol] = ser.close[i]
                 i += 1
             cursor[pos.position_id] = i
-            if pos.status != "closed" and i >= len(ser.ts):
+            if i >= len(ser.ts) and pos.status != "closed":
+                if not ex.closes_at_end:
+                    stranded.append(pos)  # stays open in the ledger; no bar will come for it
+                    continue
                 # The symbol's data ends here: mark the position out at its last close, at this step.
-                book.apply(pos, end_of_data(pos, _bar(ser, len(ser.ts) - 1), settings))
+                ex.end_of_data(pos, _bar(ser, len(ser.ts) - 1))
             (closed if pos.status == "closed" else still).append(pos)
         open_pos = still
         # 3. decide on this bar's signals with the book marked at its close.
@@ -205,26 +196,31 @@ def run_backtest(
                 if ser is not None:
                     pos_i = bisect_left(ser.ts, t)
                     if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
-                        book.marks[sym] = ser.close[pos_i]
-            view = _view(book, open_pos)
+                        marks[sym] = ser.close[pos_i]
+            view = _view(ex.cash, marks, open_pos + stranded)
             r_i = int(np.searchsorted(reg_ts, t, side="right")) - 1
             regime = reg_val[r_i] if r_i >= 0 else Regime.NORMAL
             result = manager.decide([signals[j] for j in idx], [scores[j] for j in idx], view, regime, _dt(close_us))
             decisions.extend(result.decisions)
+            ex.record_skipped([d for d in result.decisions if not d.taken])
+            taken = {d.signal_id: d for d in result.decisions if d.taken}
             for entry in result.entries:
-                pos = open_position(entry.signal, entry.scores, entry.notional, settings)
+                pos = ex.open(entry, taken[entry.signal.signal_id])
                 ser = series[pos.symbol]
                 cursor[pos.position_id] = bisect_left(ser.ts, close_us)
-                if cursor[pos.position_id] >= len(ser.ts):  # no bar left to fill on: it lapses unfilled
-                    end_of_data(pos, _bar(ser, len(ser.ts) - 1), settings)
+                if cursor[pos.position_id] < len(ser.ts):
+                    open_pos.append(pos)
+                elif ex.closes_at_end:  # no bar left to fill on: it lapses unfilled
+                    ex.end_of_data(pos, _bar(ser, len(ser.ts) - 1))
                     closed.append(pos)
                 else:
-                    open_pos.append(pos)
-        equity, notional = _marked(book, open_pos)
-        curve.append((close_us, book.cash, equity, notional))
+                    stranded.append(pos)
+        equity, notional = _marked(ex.cash, marks, open_pos + stranded)
+        curve.append((close_us, ex.cash, equity, notional))
 
-    # Every symbol's series ends inside the loop, so nothing can still be open here.
-    assert not open_pos, "positions left open after the last bar"
+    # Every symbol's series ends inside the loop: with closes_at_end nothing is open here; otherwise the
+    # positions whose data ended stay open in the ledger and are marked at their last close.
+    stranded += open_pos
     if progress is not None:
         progress(n, n)
     timings["loop_s"] = time.perf_counter() - t0 - sum(timings.values())
@@ -239,55 +235,54 @@ def run_backtest(
         trades=trades_frame(closed),
         decisions=decisions_frame(decisions),
         equity=_curve_frame(curve),
-        fills=_fills_frame(book.fills),
+        fills=ex.fills(),
         regime_changes=changes,
         seconds=time.perf_counter() - t0,
         timings=timings,
     )
 
 
-def _step_bar(
+def _apply(
+    ex: Execution,
     pos: ManagedPosition,
     ser: _Series,
     i: int,
     fine: _Series | None,
     fine_per_bar: int,
     fine_dur: timedelta | None,
-    settings: Settings,
-) -> list:
-    """Step on the finer bars of bar i when they cover it completely, else on bar i itself."""
+) -> None:
+    """Apply bar i, or its finer bars when they cover it completely (exits resolved inside the bar)."""
     t = ser.ts[i]
-    if fine is not None and fine_per_bar > 1:
+    if fine is not None and fine_dur is not None and fine_per_bar > 1:
         a = bisect_left(fine.ts, t)
         b = a + fine_per_bar
         if b <= len(fine.ts) and fine.ts[a] == t and fine.ts[b - 1] - t == (fine_per_bar - 1) * (fine_dur // _TICK):
-            events: list = []
             for j in range(a, b):
-                events += step(pos, Bar(_dt(fine.ts[j]), fine.open[j], fine.high[j], fine.low[j], fine.close[j], fine_dur), settings)
+                ex.apply_bar(pos, Bar(_dt(fine.ts[j]), fine.open[j], fine.high[j], fine.low[j], fine.close[j], fine_dur))
                 if pos.status == "closed":
-                    break
-            return events
-    return step(pos, _bar(ser, i), settings)
+                    return
+            return
+    ex.apply_bar(pos, _bar(ser, i))
 
 
 def _bar(ser: _Series, i: int) -> Bar:
     return Bar(_dt(ser.ts[i]), ser.open[i], ser.high[i], ser.low[i], ser.close[i])
 
 
-def _view(book: _Book, open_pos: list[ManagedPosition]) -> PortfolioView:
-    equity, _ = _marked(book, open_pos)
+def _view(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> PortfolioView:
+    equity, _ = _marked(cash, marks, open_pos)
     holdings = [
-        Holding(p.symbol, p.strategy, p.quantity * book.marks.get(p.symbol, p.avg_price) + p.resting_notional, p.quantity == 0)
+        Holding(p.symbol, p.strategy, p.quantity * marks.get(p.symbol, p.avg_price) + p.resting_notional, p.quantity == 0)
         for p in open_pos
     ]
     return PortfolioView(equity, holdings)
 
 
-def _marked(book: _Book, open_pos: list[ManagedPosition]) -> tuple[float, float]:
+def _marked(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> tuple[float, float]:
     """(equity, open notional incl. resting entry orders) at the last marks."""
-    filled = sum(p.quantity * book.marks.get(p.symbol, p.avg_price) for p in open_pos)
+    filled = sum(p.quantity * marks.get(p.symbol, p.avg_price) for p in open_pos)
     resting = sum(p.resting_notional for p in open_pos)
-    return book.cash + filled, filled + resting
+    return cash + filled, filled + resting
 
 
 TS_US = pl.Datetime("us", "UTC")
@@ -313,7 +308,7 @@ def trades_frame(closed: list[ManagedPosition]) -> pl.DataFrame:
             "signal_id": p.signal_id,
         }
         for p in closed
-        if p.quantity > 0
+        if p.status == "closed" and p.quantity > 0
     ]
     return pl.DataFrame(rows, schema=TRADE_SCHEMA).sort("exit_ts", "symbol", "position_id")
 
@@ -361,10 +356,3 @@ def _curve_frame(curve: list[tuple[int, float, float, float]]) -> pl.DataFrame:
 
 def _empty_changes() -> pl.DataFrame:
     return pl.DataFrame(schema={"ts": TS_US, "regime": pl.Utf8, "reason": pl.Utf8})
-
-
-def _fills_frame(fills: list[tuple]) -> pl.DataFrame:
-    schema = {"position_id": pl.Utf8, "client_order_id": pl.Utf8, "side": pl.Utf8, "ts": TS_US, "price": pl.Float64,
-              "quantity": pl.Float64, "fee": pl.Float64, "liquidity": pl.Utf8}
-    return pl.DataFrame(fills, schema=schema, orient="row")
-

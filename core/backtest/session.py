@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from core.backtest.engine import BacktestResult, Progress, run_backtest
+from core.backtest.execution import Execution, LedgerExecution
 from core.backtest.report import Report, write_report
 from core.domain import timeframe_duration
-from core.errors import DataQualityError
+from core.errors import ConfigError, DataQualityError
 from core.regime import BENCHMARK
 from core.scoring import Scorer
 from core.settings import Settings
@@ -100,11 +101,39 @@ def record_session(store: CandleStore, run_id: str, result: BacktestResult) -> N
     store.put_records("backtest_trades", trades)
 
 
+def reset_paper_ledger(store: CandleStore) -> int:
+    """Remove an earlier replayed paper session's ledger (journal and views) from the store."""
+    from core.portfolio import JOURNAL, VIEWS
+
+    removed = 0
+    for kind in (JOURNAL, *VIEWS):
+        keys = [k for k, _ in store.get_records(kind)]
+        if keys:
+            removed += store.delete_records(kind, keys)
+    return removed
+
+
+def paper_execution(store: CandleStore, settings: Settings, reset: bool) -> LedgerExecution:
+    """The paper-trading ledger (Portfolio + PaperVenue) on this store, starting from an empty book."""
+    from core.portfolio import JOURNAL, Portfolio
+    from core.venues.paper import PaperVenue
+
+    if reset:
+        reset_paper_ledger(store)
+    elif store.get_records(JOURNAL):
+        raise ConfigError(
+            "the store already holds a paper ledger from an earlier session; replaying history on top of it would "
+            "mix two sessions: pass --reset to replace it (or use another var_dir/store)"
+        )
+    return LedgerExecution(Portfolio(store, settings, PaperVenue(settings, store)))
+
+
 def run_session(
     store: CandleStore,
     settings: Settings,
     *,
     read: Reader | None = None,
+    execution: Execution | None = None,
     kind: str,
     symbols: list[str],
     timeframe: str,
@@ -122,11 +151,11 @@ def run_session(
         on_loaded(inputs)
     result = run_backtest(
         inputs.bars, settings, start=start, end=end, scorer=scorer, exit_bars=inputs.exit_bars,
-        market_bars=inputs.market_bars, progress=progress,
+        market_bars=inputs.market_bars, execution=execution, progress=progress,
     )
     rid = run_id or run_id_for(kind, symbols, timeframe, start, end, settings)
     report = write_report(result, settings, rid)
-    if record:
+    if record and execution is None:  # the ledger already stored the paper session's decisions and trades
         record_session(store, rid, result)
     return result, report
 

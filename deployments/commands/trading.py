@@ -69,9 +69,9 @@ def print_report(report) -> None:  # noqa: ANN001
 
 def _session(
     settings: Settings, kind: str, symbols: list[str], timeframe: str, start: datetime | None, end: datetime | None,
-    days: int, exit_timeframe: str, source: str,
+    days: int, exit_timeframe: str, source: str, reset: bool = False,
 ) -> None:
-    from core.backtest.session import files_reader, last_window, run_session, store_reader
+    from core.backtest.session import files_reader, last_window, paper_execution, run_session, store_reader
 
     store = _store(settings)
     try:
@@ -89,10 +89,11 @@ def _session(
                 window = last_window(store, symbols, timeframe, days)
             end = end or window[1]
             start = start or (end - timedelta(days=days))
+        execution = paper_execution(store, settings, reset) if kind == "paper" else None
         bar, update = _progress_bar(f"{kind} {timeframe}")
         try:
             _, report = run_session(
-                store, settings, read=read, kind=kind, symbols=symbols, timeframe=timeframe, start=start, end=end,
+                store, settings, read=read, execution=execution, kind=kind, symbols=symbols, timeframe=timeframe, start=start, end=end,
                 exit_timeframe=None if exit_timeframe.lower() == "none" else exit_timeframe, progress=update,
             )
         finally:
@@ -126,11 +127,13 @@ def paper(
     days: Annotated[int, typer.Option(min=1, help="Replay the last N days of stored candles.")] = 90,
     symbols: SymbolsOpt = None,
     exit_timeframe: ExitTfOpt = "5m",
+    reset: Annotated[bool, typer.Option(help="Replace the store's earlier paper ledger.")] = False,
 ) -> None:
-    """A rule-only paper session over the last N days in the store, through the same engine."""
+    """A rule-only paper session over the last N days in the store: the same engine, with the paper
+    ledger (core.portfolio) and the paper venue executing the orders; everything journalled in the store."""
     settings = _settings()
     syms = _split(symbols) or list(settings.data.symbols)
-    _session(settings, "paper", syms, settings.data.detection_timeframe, None, None, days, exit_timeframe, "store")
+    _session(settings, "paper", syms, settings.data.detection_timeframe, None, None, days, exit_timeframe, "store", reset)
 
 
 def run(
@@ -156,7 +159,8 @@ def run(
         store.close()
     for r in results:
         console.print(f"imported {r.timeframe}: {r.shipped_rows:,} shipped + {r.derived_rows:,} derived rows ({r.source})")
-    paper(days=days, symbols=None, exit_timeframe="5m")
+    # The main job replays history: each run starts a fresh paper book (the previous replay's ledger goes).
+    paper(days=days, symbols=None, exit_timeframe="5m", reset=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,121 @@
+"""Where the engine's taken entries are executed. Both backends run the one copy of the position rules
+(core.positions); they differ in bookkeeping:
+
+- FastExecution: an in-memory cash book folded from the position events (core.positions.step). For
+  research backtests over years of bars: nothing is written until the report.
+- LedgerExecution: the paper-trading path itself: core.portfolio.Portfolio with its PaperVenue
+  (orders placed at the venue, filled there by the shared fill function, every event journalled in
+  the store). For paper sessions; slower because each event is a store write.
+
+A test runs both on the same window and asserts identical trades, fees and cash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+import polars as pl
+
+from core.domain import Decision
+from core.manager import Entry
+from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, open_position, step
+from core.settings import Settings
+
+TS_US = pl.Datetime("us", "UTC")
+FILL_SCHEMA: dict[str, pl.DataType] = {
+    "position_id": pl.Utf8(), "client_order_id": pl.Utf8(), "side": pl.Utf8(), "ts": TS_US,
+    "price": pl.Float64(), "quantity": pl.Float64(), "fee": pl.Float64(), "liquidity": pl.Utf8(),
+}
+
+
+class Execution(Protocol):
+    closes_at_end: bool  # True: positions still open when a symbol's data ends are marked out
+
+    @property
+    def cash(self) -> float: ...
+
+    def open(self, entry: Entry, decision: Decision) -> ManagedPosition: ...
+
+    def record_skipped(self, decisions: list[Decision]) -> None: ...
+
+    def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None: ...
+
+    def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None: ...
+
+    def fills(self) -> pl.DataFrame: ...
+
+
+class FastExecution:
+    closes_at_end = True
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cash = settings.risk.capital
+        self._fills: list[tuple] = []
+
+    @property
+    def cash(self) -> float:
+        return self._cash
+
+    def open(self, entry: Entry, decision: Decision) -> ManagedPosition:
+        return open_position(entry.signal, entry.scores, entry.notional, self._settings)
+
+    def record_skipped(self, decisions: list[Decision]) -> None:
+        """Decisions are kept by the engine and written with the report."""
+
+    def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None:
+        self._book(pos, step(pos, bar, self._settings))
+
+    def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
+        self._book(pos, end_of_data(pos, last_bar, self._settings))
+
+    def _book(self, pos: ManagedPosition, events: list) -> None:
+        # Entry fill: pay price x qty + fee; exit: receive price x qty - fee. Each event once.
+        for ev in events:
+            if isinstance(ev, Filled):
+                self._cash -= ev.price * ev.quantity + ev.fee
+                self._fills.append((pos.position_id, ev.client_order_id, "buy", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+            elif isinstance(ev, Exited):
+                self._cash += ev.price * ev.quantity - ev.fee
+                self._fills.append((pos.position_id, f"{pos.position_id}:x", "sell", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+
+    def fills(self) -> pl.DataFrame:
+        return pl.DataFrame(self._fills, schema=FILL_SCHEMA, orient="row")
+
+
+class LedgerExecution:
+    """The paper-trading ledger and venue. Positions open when a symbol's data ends stay open (a paper
+    account does not sell because a replay window ended); equity marks them at the last close."""
+
+    closes_at_end = False
+
+    def __init__(self, portfolio) -> None:  # noqa: ANN001 (core.portfolio.Portfolio; imported lazily)
+        self.portfolio = portfolio
+
+    @property
+    def cash(self) -> float:
+        return float(self.portfolio.cash)
+
+    def open(self, entry: Entry, decision: Decision) -> ManagedPosition:
+        return self.portfolio.open(entry.signal, entry.scores, entry.notional, decision)
+
+    def record_skipped(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            self.portfolio.record_decision(d)
+
+    def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None:
+        self.portfolio.on_bar(pos.symbol, bar)
+
+    def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
+        """Left open on purpose (see the class docstring)."""
+
+    def fills(self) -> pl.DataFrame:
+        rows = []
+        for f in self.portfolio.fills.values():
+            order = self.portfolio.orders.get(f.client_order_id)
+            pid = order.position_id if order is not None else ""
+            rows.append((pid, f.client_order_id, f.side.value, f.ts, f.price, f.quantity, f.fee, f.liquidity))
+        return pl.DataFrame(rows, schema=FILL_SCHEMA, orient="row").sort("ts", "client_order_id")
+
+
