@@ -130,3 +130,18 @@ def test_simulate_many_when_many_signals_then_equals_simulate_trade_one_by_one()
         assert row["net_return"] == pytest.approx(one.net_return)
         assert row["bars_held"] == one.bars_held
     assert many.get_column("exit_reason").n_unique() >= 3
+
+
+def test_simulate_many_when_given_detect_all_frame_then_one_outcome_per_detection():
+    from core.strategies.registry import detect_all, signals_from_frame
+
+    bars = read("1h", datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC), ("BTC", "ETH", "SOL", "DOGE"))
+    rows = detect_all(bars, S)
+    assert rows.height > 0
+    out = simulate_many(rows, bars, S)
+    assert out.height == rows.height
+    assert out.get_column("signal_id").to_list() == [s.signal_id for s in signals_from_frame(rows)]
+    filled = out.filter(pl.col("filled"))
+    # every filled trade enters at or after the signal bar's close and exits after entering
+    assert (filled.get_column("entry_ts") >= filled.get_column("ts") + timedelta(hours=1)).all()
+    assert (filled.get_column("exit_ts") > filled.get_column("entry_ts")).all()
