@@ -23,7 +23,7 @@ from core import indicators as ind
 from core.domain import Regime, bars_in, timeframe_duration
 from core.errors import DataQualityError
 from core.settings import RegimeSettings, Settings
-from core.strategies.base import MAX_BRIDGED_GAP, SEGMENT, validate_bars, with_segments
+from core.strategies.base import SEGMENT, validate_bars, with_segments
 
 BENCHMARK = "BTC"
 # Breadth over fewer coins than this is noise (one coin would be 100%): it is null and never triggers.
@@ -122,7 +122,7 @@ def regime_frame(bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: i
     bar = timeframe_duration(tf)
     vol_bars = bars_in(VOL_WINDOW, tf)
     median_window = timedelta(days=r.caution_vol_median_days)
-    btc = with_segments(bars.filter(pl.col("symbol") == BENCHMARK), MAX_BRIDGED_GAP)
+    btc = with_segments(bars.filter(pl.col("symbol") == BENCHMARK), settings.strategy.max_bridged_gap)
     btc = (
         btc.with_columns(ind.realised_volatility(vol_bars, bar).over(SEGMENT).alias("_vol"))
         .with_columns(

@@ -157,6 +157,9 @@ class StrategySettings(_Section):
     rsi_period: int = Field(default=14, ge=2, le=500)
     volume_avg_bars: int = Field(default=20, ge=2, le=1000)
     atr_period: int = Field(default=14, ge=2, le=500)
+    max_bridged_gap: timedelta = Field(
+        default=timedelta(hours=24), description="Longer holes restart every detection window (no lookback spans one)."
+    )
     dca: DcaSettings = DcaSettings()
     swing: SwingSettings = SwingSettings()
     channel: ChannelSettings = ChannelSettings()

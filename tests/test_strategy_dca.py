@@ -152,3 +152,12 @@ def test_dca_when_signal_then_plan_is_5_level_limit_grid_relative_to_signal_pric
     assert (p.take_profit_pct, p.stop_loss_pct, p.trailing_stop_pct) == (0.10, 0.08, None)
     assert p.entry_expiry == timedelta(hours=24) and p.max_hold == settings.strategy.dca.max_hold
     assert set(sig.features) == set(DcaStrategy.feature_names) and sig.features["drop_pct"] == 0.05
+
+
+def test_dca_when_max_bridged_gap_setting_raised_then_48h_gap_is_bridged():
+    # the 24h default is a setting: with 72h the 48h hole of the gap test no longer restarts the windows
+    settings = load_settings(strategy={"max_bridged_gap": timedelta(hours=72)})
+    bars = _descending_to(95.0)
+    ts = bars.get_column("ts").to_list()
+    gapped = bars.with_columns(pl.Series("ts", ts[:18] + [t + timedelta(hours=48) for t in ts[18:]]))
+    assert DcaStrategy.from_settings(settings.strategy).detect(gapped).row(-1, named=True)["signal"] is True

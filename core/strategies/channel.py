@@ -91,7 +91,7 @@ class ChannelStrategy:
 
     @classmethod
     def from_settings(cls, s: StrategySettings) -> ChannelStrategy:
-        return cls(s.channel, s.rsi_period, s.atr_period)
+        return cls(s.channel, s.rsi_period, s.atr_period, s.max_bridged_gap)
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
         tf = validate_bars(bars)

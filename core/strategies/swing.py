@@ -38,7 +38,7 @@ class SwingStrategy:
 
     @classmethod
     def from_settings(cls, s: StrategySettings) -> SwingStrategy:
-        return cls(s.swing, s.rsi_period, s.atr_period, s.volume_avg_bars)
+        return cls(s.swing, s.rsi_period, s.atr_period, s.volume_avg_bars, s.max_bridged_gap)
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
         tf = validate_bars(bars)
