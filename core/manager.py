@@ -115,7 +115,7 @@ class StrategyManager:
                 continue
             out.decisions.append(self._decision(c, regime, ts, True, f"taken: {size.explain()}", size.notional))
             out.entries.append(Entry(c.signal, c.scores, size.notional, size))
-            view.holdings.append(Holding(c.signal.symbol, c.signal.strategy, size.notional, pending=True))
+            view.add(Holding(c.signal.symbol, c.signal.strategy, size.notional, pending=True))
         return out
 
     def _pre_checks(self, c: _Candidate, view: PortfolioView, regime: Regime, effects: RegimeEffects) -> RiskCheck:

@@ -50,10 +50,18 @@ class Holding:
 
 @dataclass
 class PortfolioView:
-    """What risk and sizing need to know about the book at decision time."""
+    """What risk and sizing need to know about the book at decision time (add holdings with `add`)."""
 
     equity: float
     holdings: list[Holding] = field(default_factory=list)
+    _by_symbol: dict[str, Holding] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_symbol = {h.symbol: h for h in self.holdings}
+
+    def add(self, holding: Holding) -> None:
+        self.holdings.append(holding)
+        self._by_symbol[holding.symbol] = holding
 
     @property
     def open_notional(self) -> float:
@@ -63,7 +71,7 @@ class PortfolioView:
         return sum(h.notional for h in self.holdings if h.strategy == strategy)
 
     def holds(self, symbol: str) -> Holding | None:
-        return next((h for h in self.holdings if h.symbol == symbol), None)
+        return self._by_symbol.get(symbol)
 
 
 def allocation_limit(strategy: StrategyName, view: PortfolioView, settings: Settings) -> float:

@@ -47,10 +47,16 @@ class RuleOnlyScorer:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._cache: dict[tuple, Scores] = {}  # Scores is frozen: equal plans share one instance
 
     def score(self, signals: list[Signal]) -> list[Scores]:
-        return [
-            Scores(
+        return [self._one(s) for s in signals]
+
+    def _one(self, s: Signal) -> Scores:
+        key = (s.strategy, s.plan.take_profit_pct, s.plan.stop_loss_pct, s.plan.max_hold)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = Scores(
                 confidence=min_confidence(s.strategy, self._settings),
                 take_profit_pct=s.plan.take_profit_pct,
                 stop_loss_pct=s.plan.stop_loss_pct,
@@ -59,5 +65,4 @@ class RuleOnlyScorer:
                 model_version=None,
                 rule_only=True,
             )
-            for s in signals
-        ]
+        return found

@@ -109,7 +109,7 @@ def run_backtest(
     bar's close; `use_regime=False` trades as if always NORMAL. Exits are checked on `exit_bars` (a finer
     timeframe of the same symbols) wherever they cover a whole detection bar. `execution` defaults to the
     in-memory FastExecution; pass LedgerExecution(portfolio) for the paper-trading ledger and venue."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tf = validate_bars(bars)
     dur = timeframe_duration(tf)
     dur_us = int(dur / timedelta(microseconds=1))
@@ -224,6 +224,7 @@ def run_backtest(
     if progress is not None:
         progress(n, n)
     timings["loop_s"] = time.perf_counter() - t0 - sum(timings.values())
+    timings["cpu_s"] = time.process_time() - c0  # all threads: with other jobs on the cores, wall time lies
     return BacktestResult(
         settings_fingerprint=settings.fingerprint(),
         timeframe=tf,
