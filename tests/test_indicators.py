@@ -154,7 +154,7 @@ def test_indicators_when_real_candles_then_agree_with_talib_reference(btc_eth, s
 
 
 def test_indicators_when_talib_installed_then_identical_after_warmup(btc_eth):
-    talib = pytest.importorskip("talib", reason="TA-Lib wheel not installed; the plain-Python reference covers it")
+    talib = pytest.importorskip("talib", reason="TA-Lib wheel not installed (it is a dev dependency: make test installs it)")
     one = btc_eth.filter(pl.col("symbol") == "BTC")
     out = one.select(ind.rsi("close", 14).alias("rsi"), ind.ema("close", 50).alias("ema"), ind.atr(14).alias("atr"))
     c, h, lo = (one.get_column(k).to_numpy() for k in ("close", "high", "low"))
