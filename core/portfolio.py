@@ -110,8 +110,14 @@ class Portfolio:
 
     def record_decision(self, decision: Decision) -> None:
         """Store a decision (taken or skipped, with its reason)."""
-        self.decisions[decision.signal_id] = decision
-        self._commit("decision", decisions=[decision])
+        self.record_decisions([decision])
+
+    def record_decisions(self, decisions: list[Decision]) -> None:
+        """Store a scan's decisions in one event (one write, however many were skipped)."""
+        if not decisions:
+            return
+        self.decisions.update({d.signal_id: d for d in decisions})
+        self._commit("decision", decisions=decisions)
 
     def open(
         self, signal: Signal, scores: Scores, notional: float, decision: Decision | None = None
@@ -148,6 +154,7 @@ class Portfolio:
 
     def on_bar(self, symbol: str, bar: Bar) -> list[Any]:
         """Apply one bar of `symbol`: venue fills/expiries, then the position rules' exits. One event."""
+        bar.check()  # a broken candle is refused before anything is booked
         self.marks[symbol] = bar.close
         active = [
             p for p in self.positions.values() if p.symbol == symbol and p.status != "closed" and p.created_ts <= bar.ts

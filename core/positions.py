@@ -35,6 +35,7 @@ from core.domain import (
     StrategyName,
     timeframe_duration,
 )
+from core.errors import DataQualityError
 from core.settings import Settings
 
 Liquidity = Literal["maker", "taker"]
@@ -56,7 +57,7 @@ class Bar(NamedTuple):
         if any(not math.isfinite(p) or p <= 0 for p in prices) or self.low > min(self.open, self.close) or self.high < max(
             self.open, self.close
         ):
-            raise ValueError(f"bar {self.ts}: inconsistent or non-positive OHLC {prices}; repair the candles first")
+            raise DataQualityError(f"bar {self.ts}: inconsistent or non-positive OHLC {prices}; repair the candles first")
 
 
 # --- the shared fill rules (paper venue and step both call these; never re-implement them) ---------------

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from core.domain import ExitReason, OrderType, Scores, Signal, timeframe_duration
+from core.errors import DataQualityError
 from core.positions import Bar, ManagedPosition, end_of_data, open_position, step
 from core.settings import Settings
 
@@ -125,10 +126,22 @@ def _outcome(pos: ManagedPosition, entry_i: int, last: int, h: Sequence[float], 
 def _check_bars(bars: pl.DataFrame) -> None:
     missing = [col for col in SIM_BAR_COLUMNS if col not in bars.columns]
     if missing:
-        raise ValueError(f"bars lack columns {missing}; simulation needs {list(SIM_BAR_COLUMNS)}")
+        raise DataQualityError(f"bars lack columns {missing}; simulation needs {list(SIM_BAR_COLUMNS)}")
     nulls = sum(bars.get_column(col).null_count() for col in SIM_BAR_COLUMNS)
     if nulls:
-        raise ValueError(f"bars have {nulls} null values in {list(SIM_BAR_COLUMNS)}; drop or repair them first")
+        raise DataQualityError(f"bars have {nulls} null values in {list(SIM_BAR_COLUMNS)}; drop or repair them first")
+    o, h, lo, c = (pl.col(k) for k in ("open", "high", "low", "close"))
+    bad = bars.filter(
+        (pl.min_horizontal(o, h, lo, c) <= 0)
+        | (lo > pl.min_horizontal(o, c))
+        | (h < pl.max_horizontal(o, c))
+        | ~pl.all_horizontal(x.is_finite() for x in (o, h, lo, c))
+    )
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise DataQualityError(
+            f"{bad.height} bars have inconsistent or non-positive OHLC (first: {first}); repair the candles first"
+        )
 
 
 def simulate_trade(

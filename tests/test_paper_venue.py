@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from core.domain import Order, OrderStatus, OrderType, Scores, Side, Signal, StrategyName, TradePlan
-from core.errors import VenueError
+from core.errors import DataQualityError, VenueError
 from core.positions import Bar, Filled, open_position, step
 from core.settings import load_settings
 from core.venues.base import Venue
@@ -124,3 +124,11 @@ def test_on_bar_when_real_btc_grid_then_same_fills_as_position_rules():
     assert [(f.client_order_id, f.ts, f.price, f.fee) for f in venue_fills] == [
         (e.client_order_id, e.ts, e.price, e.fee) for e in rule_fills
     ]
+
+
+def test_on_bar_when_bar_inconsistent_then_data_quality_error_and_nothing_filled():
+    v = PaperVenue(S)
+    v.submit(order())
+    with pytest.raises(DataQualityError, match="inconsistent"):
+        v.on_bar("BTC", Bar(T0, 100.0, 99.0, 98.0, 100.5))  # high below close
+    assert v.fills_since() == [] and len(v.open_orders()) == 1

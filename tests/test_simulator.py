@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
+from core.errors import DataQualityError
 from core.settings import load_settings
 from core.simulator import rule_only_scores, simulate_many, simulate_trade
 
@@ -108,7 +109,14 @@ def test_simulate_trade_when_scores_given_then_they_override_plan(btc_1h):
 def test_simulate_trade_when_bars_have_nulls_then_clear_error(btc_1h):
     bad = btc_1h.with_columns(pl.when(pl.col("ts") == SIG_TS + timedelta(hours=3)).then(None)
                               .otherwise(pl.col("low")).alias("low"))
-    with pytest.raises(ValueError, match="null"):
+    with pytest.raises(DataQualityError, match="null"):
+        simulate_trade(dca(), None, bad, S)
+
+
+def test_simulate_trade_when_high_below_close_then_clear_error_naming_the_bar(btc_1h):
+    bad = btc_1h.with_columns(pl.when(pl.col("ts") == SIG_TS + timedelta(hours=3)).then(1.0)
+                              .otherwise(pl.col("high")).alias("high"))
+    with pytest.raises(DataQualityError, match="inconsistent or non-positive OHLC"):
         simulate_trade(dca(), None, bad, S)
 
 

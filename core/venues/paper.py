@@ -76,6 +76,7 @@ class PaperVenue:
     ) -> tuple[list[Fill], list[Order]]:
         """Fill/expire the symbol's resting orders placed before this bar (restricted to the client order
         ids in `only` when given). Returns (new fills, expired orders)."""
+        bar.check()
         fills: list[Fill] = []
         expired: list[Order] = []
         slippage = self._settings.execution.slippage
