@@ -145,3 +145,30 @@ def test_run_backtest_when_paper_ledger_and_venue_execute_then_same_trades_as_fa
     assert {d["reason"] for d in stored.values()} == set(ledger.decisions["reason"])
     assert portfolio.venue.get_order(ledger.fills["client_order_id"][0]) is not None
     store.close()
+
+
+def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_guarded(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    monkeypatch.setenv("MLCRYPTO_DATA__VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "160")
+    runner = CliRunner()
+    bt = runner.invoke(app, ["backtest", "--source", "files", "--symbols", "BTC,ETH", "--start", "2024-01-01", "--end", "2024-02-01"])
+    assert bt.exit_code == 0, bt.output
+    assert "rule-only defaults (no champion model)" in bt.output and "per strategy" in bt.output
+    [run_dir] = (tmp_path / "reports").iterdir()
+    assert run_dir.name.startswith("backtest-1h-20240101-20240201-2sym")
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(ARTIFACTS)
+
+    imp = runner.invoke(app, ["import", "--symbols", "BTC,ETH", "--timeframes", "1h", "--start", "2023-12-01",
+                              "--end", "2024-02-01", "--no-progress"])
+    assert imp.exit_code == 0, imp.output
+    paper = runner.invoke(app, ["paper", "--days", "20", "--symbols", "BTC,ETH"])
+    assert paper.exit_code == 0, paper.output
+    assert "paper-1h-20240112-20240201" in paper.output
+    again = runner.invoke(app, ["paper", "--days", "20", "--symbols", "BTC,ETH"])
+    assert again.exit_code == 1
+    assert "pass --reset" in again.output
+    assert runner.invoke(app, ["paper", "--days", "20", "--symbols", "BTC,ETH", "--reset"]).exit_code == 0
