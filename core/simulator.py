@@ -193,6 +193,9 @@ def simulate_many(
     if "symbol" not in bars.columns:
         raise ValueError("bars need a symbol column to label many signals")
     bars = bars.sort("symbol", "ts")
+    dupes = bars.select(pl.struct("symbol", "ts").is_duplicated().sum()).item()
+    if dupes:
+        raise DataQualityError(f"bars hold {dupes} duplicate (symbol, ts) rows; pass one timeframe, unique per bar")
     scorer = scores_for or rule_only_scores
     per_symbol: dict[str, tuple] = {}
     for (sym,), part in bars.partition_by("symbol", as_dict=True, maintain_order=True).items():

@@ -153,3 +153,11 @@ def test_simulate_many_when_given_detect_all_frame_then_one_outcome_per_detectio
     # every filled trade enters at or after the signal bar's close and exits after entering
     assert (filled.get_column("entry_ts") >= filled.get_column("ts") + timedelta(hours=1)).all()
     assert (filled.get_column("exit_ts") > filled.get_column("entry_ts")).all()
+
+
+def test_simulate_many_when_bars_of_two_timeframes_mixed_then_clear_error():
+    start = datetime(2024, 1, 3, tzinfo=UTC)
+    mixed = pl.concat([read("1h", start, start + timedelta(days=2)),
+                       read("15m", start, start + timedelta(days=2))])
+    with pytest.raises(DataQualityError, match="duplicate"):
+        simulate_many([dca()], mixed, S)
