@@ -117,3 +117,12 @@ def store(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> It
     s = make_store(store_kind, request, tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One temporary Prefect API server (SQLite in a tmp dir) for every flow test of the session."""
+    from tests.prefect_support import harness
+
+    with harness(tmp_path_factory.mktemp("prefect_home")) as api_url:
+        yield api_url

@@ -1,0 +1,40 @@
+"""What every flow does first: resolve its Runtime and log the settings fingerprint with the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from prefect import get_run_logger
+
+from tasks.runtime import Runtime, open_runtime
+
+
+@contextmanager
+def flow_runtime(runtime: Runtime | None) -> Iterator[Runtime]:
+    """The caller's runtime (offline session, tests) or one opened from the environment's settings and
+    closed when the flow ends (deployments). The settings fingerprint goes into the run's log."""
+    rt = runtime or open_runtime()
+    get_run_logger().info("settings fingerprint %s (store %s, mode %s)", rt.settings.fingerprint(),
+                          rt.settings.store.backend, rt.settings.execution.mode)
+    try:
+        yield rt
+    finally:
+        if runtime is None:
+            rt.close()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_when(value: datetime | str | None) -> datetime | None:
+    """Deployment parameters arrive as ISO strings; naive times are refused (UTC is required)."""
+    if value is None or isinstance(value, datetime):
+        ts = value
+    else:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if ts is not None and ts.tzinfo is None:
+        raise ValueError(f"time {value!r} must carry a UTC offset, e.g. 2026-04-20T12:00:00Z")
+    return ts.astimezone(UTC) if ts is not None else None

@@ -1,0 +1,129 @@
+"""scan_and_trade: load -> gate -> detect -> score -> regime -> decide -> size -> submit (every 5 minutes).
+
+A symbol that fails the data gate is left out of this scan only; the others trade. Each run publishes
+one markdown artifact (signals, decisions with reasons, orders, the MLflow model versions used) and a
+table artifact of the decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from core.domain import Regime, bars_in
+from core.regime import BENCHMARK
+from core.strategies.registry import warmup_bars
+from flows.common import flow_runtime, parse_when, utcnow
+from tasks.data import derive_candles, load_candles, validate_candles
+from tasks.runtime import Runtime
+from tasks.trading import assess_regime, decide, detect_signals, score_signals, size_orders, submit_orders
+
+# The regime needs 30 days of BTC volatility for its median plus a day of returns.
+REGIME_HISTORY = timedelta(days=32)
+
+
+@dataclass
+class ScanResult:
+    now: datetime
+    regime: str
+    gate_failed: list[str] = field(default_factory=list)
+    signals: int = 0
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+
+
+@flow(name="scan-and-trade", validate_parameters=False, log_prints=False)
+def scan_and_trade(
+    symbols: list[str] | None = None,
+    now: datetime | str | None = None,
+    derive: bool = False,
+    runtime: Runtime | None = None,
+) -> ScanResult:
+    """One scan of the monitored coins at `now` (default: the wall clock). `derive` first resamples the
+    streamed 1m bars into the detection timeframe (the deployed path; the offline replay writes 1h bars)."""
+    when = parse_when(now) or utcnow()
+    with flow_runtime(runtime) as rt:
+        s = rt.settings
+        tf = s.data.detection_timeframe
+        wanted = list(symbols or s.data.symbols)
+        market = sorted(set(s.data.symbols) | {BENCHMARK})
+        everyone = sorted(set(wanted) | set(market))
+        window = warmup_bars(s)
+        if derive:
+            derive_candles(rt, everyone, when - timedelta(hours=6), when)
+        bars = load_candles(rt, everyone, tf, max(window, bars_in(REGIME_HISTORY, tf)), when)
+        scan_bars = bars.filter(pl.col("symbol").is_in(wanted)).group_by("symbol", maintain_order=True).tail(window)
+        gate = validate_candles(rt, scan_bars, wanted, when)
+        signals = detect_signals(rt, scan_bars, gate.passed_symbols, when)
+        scores = score_signals(rt, signals, bars)
+        regime, _ = assess_regime(rt, bars.filter(pl.col("symbol").is_in(market)), when)
+        marks = dict(bars.group_by("symbol").agg(pl.col("close").last()).iter_rows())
+        result = decide(rt, signals, scores, regime, marks, when)
+        plan = size_orders(rt, result)
+        opened = submit_orders(rt, plan)
+        out = ScanResult(
+            now=when, regime=regime.value, gate_failed=gate.failed_symbols, signals=len(signals),
+            decisions=[_decision_row(d) for d in plan.decisions], opened=opened, orders=plan.orders,
+        )
+        _publish(rt, out, signals, scores)
+        return out
+
+
+def _decision_row(d: Any) -> dict[str, Any]:
+    return {
+        "symbol": d.symbol, "strategy": d.strategy.value, "taken": d.taken,
+        "confidence": round(d.confidence, 3) if d.confidence is not None else None,
+        "ev": round(d.expected_value, 4) if d.expected_value is not None else None,
+        "notional": round(d.notional, 2), "reason": d.reason,
+    }
+
+
+def _model_links(rt: Runtime, signals: list[Any], scores: list[Any]) -> list[str]:
+    """Model versions that scored this run, linked to the MLflow UI; rule-only where none scored."""
+    base = rt.settings.schedule.mlflow_ui_url.rstrip("/")
+    used = sorted({sc.model_version for sc in scores if sc.model_version})
+    lines = []
+    for v in used:
+        name, _, version = v.rpartition("/")
+        lines.append(f"- [{v}]({base}/#/models/{name}/versions/{version})")
+    rule = sorted({sig.strategy.value for sig, sc in zip(signals, scores, strict=True) if sc.rule_only})
+    if rule:
+        lines.append(f"- rule-only defaults (no champion model) for: {', '.join(rule)}")
+    return lines or ["- no signals scored in this run"]
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none_"
+    cols = list(rows[0])
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+    body = "\n".join("| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in cols) + " |" for r in rows)
+    return f"{head}\n{body}"
+
+
+def _publish(rt: Runtime, out: ScanResult, signals: list[Any], scores: list[Any]) -> None:
+    sig_rows = [
+        {"symbol": s.symbol, "strategy": s.strategy.value, "bar": f"{s.ts:%Y-%m-%d %H:%M}", "price": s.price,
+         "confidence": round(sc.confidence, 3), "tp": round(sc.take_profit_pct, 4), "sl": round(sc.stop_loss_pct, 4)}
+        for s, sc in zip(signals, scores, strict=True)
+    ]
+    md = "\n\n".join([
+        f"# Scan at {out.now:%Y-%m-%d %H:%M} UTC",
+        f"Regime **{out.regime}** · settings `{rt.settings.fingerprint()}` · gate failed: {out.gate_failed or 'none'}",
+        "## Signals\n" + _md_table(sig_rows),
+        "## Decisions\n" + _md_table(out.decisions),
+        "## Orders\n" + _md_table(out.orders),
+        "## Models\n" + "\n".join(_model_links(rt, signals, scores)),
+    ])
+    create_markdown_artifact(key="scan-report", markdown=md, description=f"scan {out.now:%Y-%m-%d %H:%M} UTC")
+    if out.decisions:
+        create_table_artifact(key="scan-decisions", table=out.decisions, description="Decisions with reasons")
+
+
+__all__ = ["Regime", "ScanResult", "scan_and_trade"]

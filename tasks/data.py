@@ -1,0 +1,183 @@
+"""Data tasks: store init and import, candle loading, the Great Expectations gate, ingest, backfill.
+
+Each task wraps one core call and adds what orchestration owns: retries with delays for what can
+fail transiently (store, network), a log line, and for the gate an artifact visible in the Prefect UI.
+Caching is off (NO_CACHE): the store is the cache, and Prefect's result store would pickle frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from core.domain import timeframe_duration
+from core.quality.results import GateReport
+from tasks.runtime import Runtime
+
+IO_RETRIES = dict(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
+
+
+@task(name="init_store", **IO_RETRIES)
+def init_store(rt: Runtime) -> None:
+    """Create or migrate the store's schema and the var directories."""
+    for path in (rt.settings.data.var_dir, rt.settings.reports_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    rt.store.init_schema()
+
+
+@task(name="import_history", **IO_RETRIES)
+def import_history(
+    rt: Runtime,
+    timeframes: list[str],
+    symbols: list[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, int]:
+    """Import the shipped candles (core.data_import) into the store; idempotent, so a retry is safe."""
+    from core.data_import import import_candles
+
+    s = rt.settings
+    results = import_candles(
+        rt.store, s.data.data_dir, timeframes=timeframes, derived_timeframes=s.data.derived_timeframes,
+        symbols=symbols or list(s.data.symbols), start=start, end=end, chunk_rows=s.store.batch_rows, progress=False,
+    )
+    out = {r.timeframe: r.shipped_rows + r.derived_rows for r in results}
+    get_run_logger().info("imported %s", out)
+    return out
+
+
+@task(name="load_candles", **IO_RETRIES)
+def load_candles(rt: Runtime, symbols: list[str], timeframe: str, bars: int, now: datetime) -> pl.DataFrame:
+    """The last `bars` CLOSED bars before `now` of each symbol, in one query (a bar opened at t closes
+    at t + timeframe, so only bars with ts + timeframe <= now are used: no look-ahead)."""
+    end = now - timeframe_duration(timeframe) + timedelta(microseconds=1)
+    return rt.store.last_bars(symbols, timeframe, bars, end=end)
+
+
+@task(name="derive_candles", **IO_RETRIES)
+def derive_candles(rt: Runtime, symbols: list[str], since: datetime, now: datetime) -> int:
+    """Resample the streamed finer bars (1m) of [since, now) into the detection timeframe and upsert
+    the complete buckets (core.resample emits only complete buckets)."""
+    from core.resample import resample
+
+    s = rt.settings
+    src, dst = s.data.stream_timeframe, s.data.detection_timeframe
+    if timeframe_duration(src) >= timeframe_duration(dst):
+        return 0
+    fine = rt.store.read_many(symbols, src, since, now)
+    if fine.is_empty():
+        return 0
+    built = resample(fine, dst)
+    return rt.store.upsert_candles(built) if built.height else 0
+
+
+@task(name="validate_candles", **IO_RETRIES)
+def validate_candles(rt: Runtime, bars: pl.DataFrame, symbols: list[str], now: datetime) -> GateReport:
+    """The GE gate on the candles the scan will use: results stored (kind 'gate_result'), a data-health
+    alert for failures, and a table artifact so a failed gate is visible in the Prefect UI."""
+    from core.quality.gate import run_gate
+    from core.quality.results import alert_report, store_report
+
+    logger = get_run_logger()
+    report = run_gate(bars, rt.settings, now, symbols=symbols)
+    store_report(rt.store, report)
+    if report.failed_symbols:
+        alert_report(rt.alerter, report)
+        logger.warning("data gate FAILED for %s: left out of this scan", report.failed_symbols)
+        create_table_artifact(
+            key="data-gate-failures",
+            table=[
+                {"symbol": r.symbol, "failed": ", ".join(r.failed_expectations), "details": str(r.details)}
+                for r in report.results if not r.passed
+            ],
+            description=f"Symbols left out of the scan at {now:%Y-%m-%d %H:%M} UTC by the data gate",
+        )
+    else:
+        logger.info("data gate passed for %d symbols (%d rows, %.2fs)", len(report.passed_symbols), report.rows, report.seconds)
+    return report
+
+
+@task(name="ingest_bars", **IO_RETRIES)
+def ingest_bars(rt: Runtime, bars: pl.DataFrame) -> int:
+    """Upsert recorded bars (the offline replay's hour) through the store's idempotent upsert."""
+    return rt.store.upsert_candles(bars) if bars.height else 0
+
+
+@task(name="ingest_stream", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None, source: str = "auto") -> dict[str, int]:
+    """Stream 1m aggregates into the store: Polygon when a key is set, else the local replay servers
+    (started here, on the configured ports) speaking the same protocol. Runs until `seconds` elapse,
+    or forever when None (the long-running deployment). A rejected key raises FeedError (no retry storm:
+    Prefect's retries apply, with their delays)."""
+    from core.feeds.ingest import CandleWriter
+    from core.feeds.polygon_rest import PolygonRestClient
+    from core.feeds.polygon_ws import PolygonStreamClient
+
+    s = rt.settings
+    f = s.feed
+    use_polygon = source == "polygon" or (source == "auto" and f.polygon_api_key is not None)
+
+    async def main() -> dict[str, int]:
+        writer = CandleWriter(rt.store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
+        stop = asyncio.Event()
+        if seconds:
+            asyncio.get_running_loop().call_later(seconds, stop.set)
+        if use_polygon:
+            assert f.polygon_api_key is not None
+            url, rest_url, key = f.polygon_ws_url, f.polygon_rest_url, f.polygon_api_key
+            return await _stream(url, rest_url, key, writer, stop)
+        from core.feeds.replay_server import ReplayRestServer, ReplayWsServer, load_tape
+
+        tape = load_tape(s, symbols)
+        with ReplayRestServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_rest_port) as rest_srv:
+            ws = ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed, host=f.replay_host, port=f.replay_port)
+            await ws.start()
+            try:
+                return await _stream(ws.url, rest_srv.url, f.replay_api_key, writer, stop)
+            finally:
+                await ws.stop()
+
+    async def _stream(url: str, rest_url: str, key, writer: CandleWriter, stop: asyncio.Event) -> dict[str, int]:  # noqa: ANN001
+        rest = PolygonRestClient.from_settings(s, base_url=rest_url, api_key=key)
+        client = PolygonStreamClient(
+            url=url, api_key=key, symbols=symbols, quote=s.data.quote, writer=writer, rest=rest,
+            reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
+        )
+        try:
+            await client.run(stop)
+        finally:
+            await writer.flush()
+            await rest.aclose()
+        return {"rows_written": writer.metrics.rows_written, "batches": writer.metrics.batches,
+                "connects": client.metrics.connects, "repaired_rows": client.metrics.repaired_rows}
+
+    stats = asyncio.run(main())
+    get_run_logger().info("stream stopped: %s", stats)
+    return stats
+
+
+@task(name="backfill_candles", **IO_RETRIES)
+def backfill_candles(
+    rt: Runtime, symbols: list[str], start: datetime, end: datetime, source: str = "auto", timeframe: str = "1h"
+) -> dict[str, int]:
+    """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Binance
+    public klines (keyless). Both upsert idempotently, so a retried backfill writes no duplicate."""
+    s = rt.settings
+    use_polygon = source == "polygon" or (source == "auto" and s.feed.polygon_api_key is not None)
+    if use_polygon:
+        from core.feeds.polygon_rest import PolygonRestClient, backfill
+
+        async def main() -> dict[str, int]:
+            async with PolygonRestClient.from_settings(s) as rest:
+                return await backfill(rest, rt.store, symbols, start, end)
+
+        return asyncio.run(main())
+    from core.feeds.binance_klines import BinanceKlinesClient, backfill_binance
+
+    with BinanceKlinesClient.from_settings(s) as client:
+        return backfill_binance(client, rt.store, symbols, timeframe, start, end)

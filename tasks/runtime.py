@@ -1,0 +1,76 @@
+"""The resources one flow run works with: settings, the store, the paper ledger, the scorer, the alerter.
+
+Deployed flows open a Runtime from the environment's settings (JSON-able parameters only); the offline
+session, tests and benchmarks open ONE Runtime and hand it to every subflow, so the DuckDB file (a
+single-writer database) is opened once and the champion models are loaded once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.alerts import SlackAlerter
+from core.scoring import RuleOnlyScorer, Scorer
+from core.settings import Settings, load_settings
+from core.storage.base import CandleStore
+from core.storage.factory import open_store
+
+if TYPE_CHECKING:
+    from core.portfolio import Portfolio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: CandleStore
+    alerter: SlackAlerter
+    scorer: Scorer | None = None
+    _portfolio: Portfolio | None = field(default=None, repr=False)
+    _owns_store: bool = True
+
+    @property
+    def portfolio(self) -> Portfolio:
+        """The paper ledger, loaded from the store once (Portfolio.load resubmits stored intents)."""
+        if self._portfolio is None:
+            from core.portfolio import Portfolio
+            from core.venues.paper import PaperVenue
+
+            self._portfolio = Portfolio.load(self.store, self.settings, PaperVenue(self.settings))
+        return self._portfolio
+
+    def get_scorer(self) -> Scorer:
+        """The champion models when models/ is importable (rule-only defaults per strategy without a
+        champion), else the rule-only scorer; built once per runtime."""
+        if self.scorer is None:
+            try:
+                from models.scorer import MLScorer
+
+                self.scorer = MLScorer(self.settings)
+            except Exception as exc:  # noqa: BLE001 - scoring must never stop trading on the rules
+                log.warning("ML scorer unavailable (%s); rule-only defaults apply", type(exc).__name__)
+                self.scorer = RuleOnlyScorer(self.settings)
+        return self.scorer
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_runtime(
+    settings: Settings | None = None, *, store: CandleStore | None = None, scorer: Scorer | None = None
+) -> Runtime:
+    settings = settings or load_settings()
+    owns = store is None
+    store = store or open_store(settings)
+    store.init_schema()
+    return Runtime(settings, store, SlackAlerter.from_settings(settings), scorer, _owns_store=owns)
