@@ -152,6 +152,7 @@ def import_candles(
     results = []
     for tf in wanted:
         frame, result = build_timeframe(data_dir, tf, tf in derived_set, symbols, start, end)
+        frame = frame.sort("ts", "symbol")  # chunks in time order: the store clusters rows by time
         with tqdm(total=len(frame), desc=f"import {tf}", unit="bar", disable=not progress, leave=False) as bar:
             for offset in range(0, len(frame), chunk_rows):
                 bar.update(store.upsert_candles(frame.slice(offset, chunk_rows)))

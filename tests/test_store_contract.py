@@ -87,6 +87,27 @@ def test_last_bars_when_many_symbols_then_last_n_each_before_end(store, hourly) 
     assert store.last_bars(["BTC"], "1h", 1000)["ts"].max() == T1 - timedelta(hours=1)
 
 
+def test_last_bars_when_symbols_stale_or_gapped_then_still_exact_last_n(store, real_candles) -> None:
+    # BTC runs to T1; ETH stopped 30 h earlier (stale); SOL misses 6 h near the end (gap in the window);
+    # rows are written out of time order. The result must equal the plain "last n per symbol".
+    bars = real_candles("1h", ["BTC", "ETH", "SOL"], T0 - timedelta(days=3), T1)
+    bars = bars.filter(
+        ~((pl.col("symbol") == "ETH") & (pl.col("ts") >= T1 - timedelta(hours=30)))
+        & ~((pl.col("symbol") == "SOL") & pl.col("ts").is_between(T1 - timedelta(hours=9), T1 - timedelta(hours=4)))
+    )
+    store.upsert_candles(bars.sort("ts", descending=True))
+    store.upsert_candles(bars.filter(pl.col("symbol") == "SOL").head(5))  # a later, older write
+
+    def expected(n: int, end: datetime | None) -> pl.DataFrame:
+        kept = bars if end is None else bars.filter(pl.col("ts") < end)
+        return kept.sort("symbol", "ts").group_by("symbol", maintain_order=True).tail(n)
+
+    for n, end in [(10, None), (24, None), (10, T1 - timedelta(hours=3)), (500, None), (1, T0 - timedelta(days=5))]:
+        got = store.last_bars(["SOL", "ETH", "BTC", "BTC"], "1h", n, end=end)
+        assert got.equals(expected(n, end)), (n, end)
+    assert store.last_bars(["BTC"], "1d", 5).is_empty()
+
+
 def test_coverage_when_gap_then_counts_missing_bars_and_lists_gaps(store, hourly) -> None:
     holed = hourly.filter(~((pl.col("symbol") == "BTC") & pl.col("ts").is_between(T0 + timedelta(hours=10), T0 + timedelta(hours=12))))
     store.upsert_candles(holed)

@@ -57,6 +57,11 @@ _UPSERT = (
 _SELECT = f"SELECT {', '.join(CANDLE_COLUMNS)} FROM candles"
 
 
+def _tail(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The last n rows (by ts) of each symbol."""
+    return frame.sort("symbol", "ts").group_by("symbol", maintain_order=True).tail(n)
+
+
 class DuckDBStore:
     """CandleStore on a DuckDB file (or ':memory:')."""
 
@@ -111,6 +116,8 @@ class DuckDBStore:
         frame = normalise_candles(candles)  # raises before anything is written
         if frame.is_empty():
             return 0
+        # Written in time order so row groups cluster by ts: zonemaps then skip old data in last_bars.
+        frame = frame.sort("ts", "symbol", "timeframe")
         with self._lock:
             self._ensure()
             con = self._con
@@ -157,17 +164,31 @@ class DuckDBStore:
         return candle_frame(self._query(sql + " ORDER BY symbol, ts", params))
 
     def last_bars(self, symbols: list[str], timeframe: str, n: int, end: datetime | None = None) -> pl.DataFrame:
-        check_timeframe(timeframe)
+        step = check_timeframe(timeframe)
         if not symbols or n <= 0:
             return pl.DataFrame(schema=CANDLE_SCHEMA)
-        sql = f"{_SELECT} WHERE symbol IN (SELECT unnest(?)) AND timeframe = ?"
-        params: list[Any] = [list(symbols), timeframe]
-        if (e := utc_bound(end, "end")) is not None:
-            sql += " AND ts < ?"
-            params.append(e)
-        sql += " QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= ? ORDER BY symbol, ts"
-        params.append(n)
-        return candle_frame(self._query(sql, params))
+        e = utc_bound(end, "end")
+        wanted = list(dict.fromkeys(symbols))
+        with self._lock:
+            self._ensure()
+            hi = e or self._con.execute("SELECT max(ts) FROM candles WHERE timeframe = ?", [timeframe]).fetchall()[0][0]
+            if hi is None:
+                return pl.DataFrame(schema=CANDLE_SCHEMA)
+            # Fast path: a constant lower bound (2n bars back) lets zonemaps skip old row groups, as rows are
+            # written in time order; the few rows left are cut to the last n per symbol by polars (cheaper
+            # than a window here). Symbols with fewer than n bars in that window (stale symbol, gap) are
+            # then read by the exact query, so the result never depends on the shortcut.
+            sql = f"{_SELECT} WHERE timeframe = ? AND ts >= ?" + (" AND ts < ?" if e else "")
+            recent = self._con.sql(sql, params=[timeframe, hi - step * 2 * n, *([e] if e else [])]).pl()
+            recent = _tail(recent.filter(pl.col("symbol").is_in(wanted)), n)
+            counts = dict(recent.group_by("symbol").len().iter_rows())
+            short = [s for s in wanted if counts.get(s, 0) < n]
+            if short:
+                sql = f"{_SELECT} WHERE symbol IN (SELECT unnest(?)) AND timeframe = ?" + (" AND ts < ?" if e else "")
+                sql += " QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= ?"
+                exact = self._con.sql(sql, params=[short, timeframe, *([e] if e else []), n]).pl()
+                recent = pl.concat([recent.filter(~pl.col("symbol").is_in(short)), exact])
+        return candle_frame(recent)
 
     def coverage(self) -> pl.DataFrame:
         raw = self._query(

@@ -37,6 +37,7 @@ from core.storage.common import (
 from core.storage.validation import normalise_candles
 
 SCHEMA_VERSION = 1
+ANALYZE_AFTER_ROWS = 50_000
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -166,6 +167,11 @@ class PostgresStore:
             raise
         except Exception as exc:  # anything else inside the transaction: it was rolled back
             raise StoreError(f"upsert of {len(frame)} candles failed and was rolled back: {exc}") from exc
+        if len(frame) >= ANALYZE_AFTER_ROWS:
+            # Fresh statistics right after a bulk load, so the planner picks the primary-key index for
+            # last_bars instead of a bitmap scan + sort (autovacuum would only catch up later).
+            with self._tx("analyze candles") as cur:
+                cur.execute(f"ANALYZE {self._t('candles')}")
         return len(frame)
 
     def _write_chunk(self, cur: psycopg.Cursor, chunk: pl.DataFrame) -> None:
@@ -228,7 +234,7 @@ class PostgresStore:
             f"SELECT c.* FROM unnest(%s::text[]) AS s(symbol) CROSS JOIN LATERAL (SELECT * FROM {self._t('candles')} "
             f"WHERE symbol = s.symbol AND timeframe = %s {'AND ts < %s' if e else ''} ORDER BY ts DESC LIMIT %s) c"
         )
-        params: list[Any] = [list(symbols), timeframe, *([e] if e else []), n]
+        params: list[Any] = [list(dict.fromkeys(symbols)), timeframe, *([e] if e else []), n]
         return self._copy_out(sql, params)
 
     def coverage(self) -> pl.DataFrame:
