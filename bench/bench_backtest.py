@@ -49,6 +49,8 @@ def bench_full_backtest() -> list[BenchResult]:
           f"{result.trades.height:,} trades, {seconds:.2f} s; stages {', '.join(f'{k} {v:.2f}' for k, v in result.timings.items())}")
     return [
         BenchResult("backtest.full_1h_file.seconds", seconds, "s", "<= 15"),
+        # CPU seconds of the process (all threads): what the run costs when the 2 cores are not shared.
+        BenchResult("backtest.full_1h_file.cpu_seconds", result.timings["cpu_s"], "s", "<= 15"),
         BenchResult("backtest.full_1h_file.bars_per_second", bars.height / seconds, "bars/s", ">= 94000"),
     ]
 
@@ -68,7 +70,8 @@ def bench_scan_latency() -> list[BenchResult]:
         store.upsert_candles(bars)
         scorer, manager = RuleOnlyScorer(settings), StrategyManager(settings)
         book = PortfolioView(settings.risk.capital)
-        times = [datetime(2024, 3, 1, tzinfo=UTC) + timedelta(hours=37 * k) for k in range(31)]
+        # Early July 2024: every one of the 99 supported coins is listed by then (ZK, ZRO since mid-June).
+        times = [datetime(2024, 7, 1, tzinfo=UTC) + timedelta(hours=5 * k) for k in range(31)]
         lat, decided = [], 0
         for k, t in enumerate(times):
             t0 = time.perf_counter()

@@ -141,8 +141,7 @@ class StrategyManager:
     def _decision(
         c: _Candidate, regime: Regime, ts: datetime, taken: bool, reason: str, notional: float = 0.0
     ) -> Decision:
-        # Every part was validated on its way in (Signal, Scores); skip re-validating the record.
-        return Decision.model_construct(
+        return Decision(
             signal_id=c.signal.signal_id,
             symbol=c.signal.symbol,
             strategy=c.signal.strategy,

@@ -54,21 +54,28 @@ class PortfolioView:
 
     equity: float
     holdings: list[Holding] = field(default_factory=list)
+    # Running totals (the manager asks for them once per candidate; holdings only grow during a decision).
     _by_symbol: dict[str, Holding] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _total: float = field(default=0.0, init=False, repr=False, compare=False)
+    _by_strategy: dict[StrategyName, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._by_symbol = {h.symbol: h for h in self.holdings}
+        held, self.holdings = self.holdings, []
+        for h in held:
+            self.add(h)
 
     def add(self, holding: Holding) -> None:
         self.holdings.append(holding)
         self._by_symbol[holding.symbol] = holding
+        self._total += holding.notional
+        self._by_strategy[holding.strategy] = self._by_strategy.get(holding.strategy, 0.0) + holding.notional
 
     @property
     def open_notional(self) -> float:
-        return sum(h.notional for h in self.holdings)
+        return self._total
 
     def strategy_notional(self, strategy: StrategyName) -> float:
-        return sum(h.notional for h in self.holdings if h.strategy == strategy)
+        return self._by_strategy.get(strategy, 0.0)
 
     def holds(self, symbol: str) -> Holding | None:
         return self._by_symbol.get(symbol)

@@ -17,7 +17,7 @@ the last close. Deterministic: no clock, no randomness, ties broken by name.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -131,10 +131,12 @@ def run_backtest(
         by_bar.setdefault(int(s.ts.timestamp() * _US), []).append(i)
 
     # Regime as of each bar close (the last regime row at or before it; NORMAL before the first).
-    reg_ts, reg_val, changes = np.array([], dtype=np.int64), [], _empty_changes()
+    reg_ts: list[int] = []
+    reg_val: list[Regime] = []
+    changes = _empty_changes()
     if use_regime:
         rf = regime_frame(market_bars if market_bars is not None else bars, settings).sort("ts")
-        reg_ts = rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_numpy()
+        reg_ts = rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_list()
         reg_val = [Regime(r) for r in rf.get_column("regime").to_list()]
         changes = (
             rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
@@ -198,7 +200,7 @@ def run_backtest(
                     if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
                         marks[sym] = ser.close[pos_i]
             view = _view(ex.cash, marks, open_pos + stranded)
-            r_i = int(np.searchsorted(reg_ts, t, side="right")) - 1
+            r_i = bisect_right(reg_ts, t) - 1
             regime = reg_val[r_i] if r_i >= 0 else Regime.NORMAL
             result = manager.decide([signals[j] for j in idx], [scores[j] for j in idx], view, regime, _dt(close_us))
             decisions.extend(result.decisions)
@@ -273,7 +275,7 @@ def _bar(ser: _Series, i: int) -> Bar:
 def _view(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> PortfolioView:
     equity, _ = _marked(cash, marks, open_pos)
     holdings = [
-        Holding(p.symbol, p.strategy, p.quantity * marks.get(p.symbol, p.avg_price) + p.resting_notional, p.quantity == 0)
+        Holding(p.symbol, p.strategy, p.quantity * marks.get(p.symbol, p.avg_price) + (p.resting_notional if p.resting_levels else 0.0), p.quantity == 0)
         for p in open_pos
     ]
     return PortfolioView(equity, holdings)
@@ -282,7 +284,7 @@ def _view(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition])
 def _marked(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> tuple[float, float]:
     """(equity, open notional incl. resting entry orders) at the last marks."""
     filled = sum(p.quantity * marks.get(p.symbol, p.avg_price) for p in open_pos)
-    resting = sum(p.resting_notional for p in open_pos)
+    resting = sum(p.resting_notional for p in open_pos if p.resting_levels)
     return cash + filled, filled + resting
 
 
