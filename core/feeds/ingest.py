@@ -5,8 +5,9 @@ the first pending row, whichever comes first. Inside a batch, a key (symbol, tim
 keeps the row that arrived LAST (Polygon may resend a corrected minute); across batches the store's
 upsert does the same, so duplicates and out-of-order events never create a second row.
 
-The store is synchronous; writes run in a worker thread so the event loop keeps reading the socket
-while a batch commits. A failed write keeps its rows pending and is retried on the next flush: nothing
+The store is synchronous; writes run in a worker thread, in the background, so the event loop keeps
+reading the socket while a batch commits (rows arriving meanwhile form the next, larger batch; past
+20 batches pending, add() waits for the running write: backpressure instead of unbounded memory). A failed write keeps its rows pending and is retried on the next flush: nothing
 is dropped because the store was briefly unavailable.
 """
 
@@ -58,6 +59,8 @@ class CandleWriter:
         self._pending_rows = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self.max_pending_rows = batch_events * 20  # beyond this, add() waits for the running write
 
     @property
     def pending_rows(self) -> int:
@@ -70,16 +73,35 @@ class CandleWriter:
         self._pending_rows += len(candles)
         self.metrics.rows_received += len(candles)
         if self._pending_rows >= self.batch_events:
-            await self.flush()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.create_task(self._flush_later())
+            # Write in the background and keep reading: rows arriving meanwhile form the next batch.
+            if self._inflight is None or self._inflight.done():
+                self._inflight = asyncio.create_task(self._drain())
+            elif self._pending_rows >= self.max_pending_rows:
+                await asyncio.shield(self._inflight)  # backpressure: the store is slower than the feed
+        if self._pending_rows and (self._timer is None or self._timer.done()):
+            self._timer = asyncio.create_task(self._flush_later())  # whatever is left, within batch_seconds
+
+    async def _drain(self) -> None:
+        while self._pending_rows >= self.batch_events:
+            if not await self._flush_quietly():
+                return  # the timer retries later; no tight loop against a failing store
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.batch_seconds)
+        # Loop until nothing is pending: rows that arrive while this flush waits for the lock or the
+        # store are not in its batch, and add() starts no second timer while this one runs.
+        # A write in flight (lock held) may fail and hand its rows back, so it counts as pending too.
+        while True:
+            await asyncio.sleep(self.batch_seconds)
+            await self._flush_quietly()
+            if not self._pending_rows and not self._lock.locked():
+                return
+
+    async def _flush_quietly(self) -> bool:
         try:
             await self.flush()
         except Exception:  # already logged by flush; the rows stay pending for the next flush
-            pass
+            return False
+        return True
 
     async def flush(self) -> int:
         """Write everything pending; returns rows written (0 when nothing was pending)."""
@@ -111,4 +133,6 @@ class CandleWriter:
     async def close(self) -> None:
         if self._timer is not None and not self._timer.done():
             self._timer.cancel()
+        if self._inflight is not None:
+            await self._inflight
         await self.flush()

@@ -154,11 +154,14 @@ class ReplayWsServer:
         return f"ws://{self.host}:{self.port}"
 
     async def start(self) -> ReplayWsServer:
+        # Everything before the start counts as already closed: REST can serve it.
         if self._start_index < len(self.tape):
-            # Everything before the start counts as already closed: REST can serve it.
             self.tape.closed_until_ms = self.tape.s_ms[self._start_index]
+        else:
+            self.tape.close_all()
         self._server = await websockets.serve(
-            self._handle, self.host, self.port, max_size=None, logger=_WIRE_LOG
+            # No permessage-deflate: on loopback compressing 100 kB frames only burns the CPU we measure.
+            self._handle, self.host, self.port, max_size=None, logger=_WIRE_LOG, compression=None
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._publisher = asyncio.create_task(self._publish())
