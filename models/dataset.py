@@ -11,7 +11,8 @@ from datetime import datetime
 
 import polars as pl
 
-from core.domain import CANDLE_SCHEMA, StrategyName
+from core.data_import import load_shipped
+from core.domain import StrategyName
 from core.errors import DataQualityError
 from core.settings import Settings
 from core.strategies.registry import FEATURE_NAMES, detect_all
@@ -45,23 +46,16 @@ def load_history(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pl.DataFrame:
-    """Shipped history from the data directory as a CANDLE_SCHEMA frame sorted by (symbol, ts)."""
+    """Shipped history from the data directory (core.data_import) as a CANDLE_SCHEMA frame sorted by (symbol, ts)."""
     timeframe = timeframe or settings.data.detection_timeframe
-    path = settings.data.data_dir / f"ohlcv_{timeframe}.parquet"
-    if not path.is_file():
-        raise DataQualityError(f"no history file {path}; set data.data_dir (MLCRYPTO_DATA__DATA_DIR)")
-    lf = pl.scan_parquet(path).filter(pl.col("symbol").is_in(list(symbols or settings.data.symbols)))
-    if start is not None:
-        lf = lf.filter(pl.col("ts") >= start)
-    if end is not None:
-        lf = lf.filter(pl.col("ts") < end)
-    return (
-        lf.with_columns(timeframe=pl.lit(timeframe))
-        .select(*CANDLE_SCHEMA)
-        .cast(CANDLE_SCHEMA)  # type: ignore[arg-type]
-        .sort("symbol", "ts")
-        .collect()
-    )
+    syms = list(symbols or settings.data.symbols)
+    bars = load_shipped(settings.data.data_dir, timeframe, syms, start, end)
+    if bars.is_empty():
+        raise DataQualityError(
+            f"no {timeframe} history for {syms} in {settings.data.data_dir} between {start} and {end}; "
+            "set data.data_dir (MLCRYPTO_DATA__DATA_DIR) or widen the window"
+        )
+    return bars.sort("symbol", "ts")
 
 
 def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, StrategyEvents]:

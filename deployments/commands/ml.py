@@ -1,0 +1,124 @@
+"""ML commands: `mlcrypto train`, `evaluate`, `promote`, `mlflow-ui`.
+
+train    = walk-forward evaluation + OOS backtest + final fit, logged to MLflow and registered as the
+           `challenger` of each strategy (add --promote to run the promotion rule right after);
+evaluate = the same evaluation, printed only (nothing logged);
+promote  = champion <- challenger when its OOS backtest beats the champion's on the same window.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.errors import TradingSystemError
+from deployments.commands.data import EndOpt, StartOpt, SymbolsOpt, _fail, _settings, _split, _when
+
+console = Console()
+StrategyOpt = Annotated[
+    list[str] | None, typer.Option("--strategy", help="dca, swing or channel (repeat); default: all three.")
+]
+_SHOWN = ("n", "base_rate", "auc", "brier", "brier_base", "precision_at_threshold", "taken_share")
+
+
+def _strategies(values: list[str] | None) -> tuple[str, ...]:
+    from models.dataset import STRATEGIES
+
+    chosen = tuple(v.strip().lower() for x in (values or STRATEGIES) for v in x.split(",") if v.strip())
+    bad = [s for s in chosen if s not in STRATEGIES]
+    if bad:
+        raise typer.BadParameter(f"unknown strategy {bad}; use {list(STRATEGIES)}", param_hint="--strategy")
+    return chosen
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _print_reports(reports: list[Any]) -> None:
+    t = Table("strategy", "events", *_SHOWN, "MAE TP", "MAE SL", title="walk-forward, pooled out-of-sample")
+    b = Table("strategy", "window", "ML return", "rule return", "ML sharpe", "rule sharpe", "ML trades", "rule trades",
+              "version", title="out-of-sample backtest: ML-filtered vs rule-only (same bars)")
+    for r in reports:
+        if r.walk_forward is None:
+            t.add_row(r.strategy, str(r.n_events), *["-"] * (len(_SHOWN) + 2))
+            console.print(f"[yellow]{r.strategy}: skipped: {r.skipped}[/yellow]")
+            continue
+        p = r.walk_forward.pooled
+        t.add_row(r.strategy, str(r.n_events), *(_fmt(p.get(k)) for k in _SHOWN),
+                  _fmt(p.get("mae_take_profit_pct")), _fmt(p.get("mae_stop_loss_pct")))
+        bt = r.backtest
+        if bt:
+            ml, rule = bt.get("ml", {}), bt.get("rule", {})
+            b.add_row(r.strategy, " .. ".join(s[:10] for s in bt["window"]), _fmt(ml.get("total_return")),
+                      _fmt(rule.get("total_return")), _fmt(ml.get("sharpe")), _fmt(rule.get("sharpe")),
+                      _fmt(ml.get("trades")), _fmt(rule.get("trades")), r.version or "-")
+    console.print(t)
+    console.print(b)
+
+
+def _run(strategy: list[str] | None, symbols: list[str] | None, start: str | None, end: str | None,
+         *, log: bool, backtest: bool) -> list[Any]:
+    from models.dataset import load_history
+    from models.pipeline import train_all
+
+    settings = _settings()
+    chosen = _strategies(strategy)
+    try:
+        bars = load_history(settings, _split(symbols), None, _when(start, "--start"), _when(end, "--end"))
+        console.print(f"{bars.height:,} bars of {bars['symbol'].n_unique()} symbols, "
+                      f"{bars['ts'].min():%Y-%m-%d} .. {bars['ts'].max():%Y-%m-%d}")
+        return train_all(settings, chosen, bars, log=log, backtest=backtest)
+    except (TradingSystemError, ValueError) as exc:
+        raise _fail(exc) from None
+
+
+def train(strategy: StrategyOpt = None, symbols: SymbolsOpt = None, start: StartOpt = None, end: EndOpt = None,
+          backtest: Annotated[bool, typer.Option(help="Run the OOS ML-vs-rule backtest.")] = True,
+          promote_after: Annotated[bool, typer.Option("--promote", help="Run the promotion rule afterwards.")] = False) -> None:
+    """Train each strategy's models on the shipped history, log to MLflow, register the challenger."""
+    reports = _run(strategy, symbols, start, end, log=True, backtest=backtest)
+    _print_reports(reports)
+    if promote_after:
+        promote(strategy)
+
+
+def evaluate(strategy: StrategyOpt = None, symbols: SymbolsOpt = None, start: StartOpt = None,
+             end: EndOpt = None) -> None:
+    """Walk-forward metrics and the OOS ML-vs-rule backtest, printed only (nothing is logged)."""
+    _print_reports(_run(strategy, symbols, start, end, log=False, backtest=True))
+
+
+def promote(strategy: StrategyOpt = None) -> None:
+    """Move `champion` to the challenger where its OOS backtest beats the champion's on the same window."""
+    from models.registry import promote as promote_one
+
+    settings = _settings()
+    t = Table("strategy", "promoted", "champion", "challenger", "reason", title="promotion")
+    for s in _strategies(strategy):
+        d = promote_one(s, settings)
+        t.add_row(s, "yes" if d.promoted else "no", d.champion or "-", d.challenger or "-", d.reason)
+    console.print(t)
+
+
+def mlflow_ui(port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+              host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1") -> None:
+    """Run `mlflow ui` on the configured tracking store (settings.mlflow_tracking_uri)."""
+    from models.registry import tracking_uri
+
+    uri = tracking_uri(_settings())
+    console.print(f"MLflow UI for {uri} on http://{host}:{port}")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("promote")(promote)
+    app.command("mlflow-ui")(mlflow_ui)
