@@ -27,7 +27,7 @@ def minutes(real_candles) -> pl.DataFrame:
 
 
 @pytest.fixture
-def store(tmp_path):
+def duck(tmp_path):
     s = DuckDBStore(tmp_path / "store.duckdb")
     s.init_schema()
     yield s
@@ -55,6 +55,7 @@ def _stored(store) -> pl.DataFrame:
 
 
 async def test_replay_stream_when_tape_played_fast_then_store_equals_recorded_candles(minutes, store):
+    """On both store backends (DuckDB file and real Postgres, from conftest's `store` fixture)."""
     # Arrange
     tape = ReplayTape(minutes, "USDT")
     async with ReplayWsServer(tape, api_key=KEY, speed=0, events_per_message=37) as server:
@@ -74,7 +75,8 @@ async def test_replay_stream_when_tape_played_fast_then_store_equals_recorded_ca
     assert client.metrics.connects == 1
 
 
-async def test_replay_stream_when_server_killed_and_restarted_later_then_gap_repaired_without_duplicates(minutes, store):
+async def test_replay_stream_when_server_killed_and_restarted_later_then_gap_repaired_without_duplicates(minutes, duck):
+    store = duck
     # Arrange: the replay runs at 3000x (a minute every 20 ms); REST serves what the replay has closed.
     tape = ReplayTape(minutes, "USDT")
     n_minutes = minutes["ts"].n_unique()
