@@ -4,7 +4,7 @@ its connection string as the DSN, no REST layer involved).
 All tables live in one schema (default `public`), so several stores can share a database. Upserts COPY
 each chunk (CSV, exact float text) into a temporary table, then INSERT ... ON CONFLICT DO UPDATE into
 candles; every chunk of one call runs in one transaction (all or nothing). Large reads stream out with
-COPY ... TO STDOUT and are parsed by polars. One connection per store, guarded by a lock; a broken
+COPY ... TO STDOUT and are parsed by polars; small ones (last_bars) use a binary cursor. One connection per store, guarded by a lock; a broken
 connection is reopened on the next call.
 """
 
@@ -189,18 +189,30 @@ class PostgresStore:
             f"({', '.join('EXCLUDED.' + c for c in VALUE_COLUMNS)})"  # unchanged rows: no dead tuples
         )
 
-    def _copy_out(self, sql: str, params: list[Any]) -> pl.DataFrame:
-        """Stream candle rows out as CSV (ts as epoch microseconds: exact) and parse with polars."""
+    def _read(self, sql: str, params: list[Any], *, bulk: bool) -> pl.DataFrame:
+        """Candle rows of `sql` sorted by (symbol, ts); ts travels as epoch microseconds (exact).
+
+        bulk: COPY ... TO STDOUT as CSV parsed by polars (cheapest per row for big reads); otherwise a
+        binary cursor (lower fixed cost, for small answers such as last_bars)."""
         cols = ", ".join(c if c != "ts" else "(extract(epoch FROM ts) * 1000000)::bigint AS ts" for c in CANDLE_COLUMNS)
-        buf = io.BytesIO()
-        with self._tx("read candles") as cur:
-            with cur.copy(f"COPY (SELECT {cols} FROM ({sql}) q ORDER BY symbol, ts) TO STDOUT (FORMAT csv)", params) as copy:
-                for block in copy:
-                    buf.write(block)
-        if buf.tell() == 0:
-            return pl.DataFrame(schema=CANDLE_SCHEMA)
+        query = f"SELECT {cols} FROM ({sql}) q ORDER BY symbol, ts"
         schema = {**CANDLE_SCHEMA, "ts": pl.Int64()}
-        raw = pl.read_csv(buf.getvalue(), has_header=False, new_columns=CANDLE_COLUMNS, schema=schema)
+        with self._tx("read candles") as cur:
+            if bulk:
+                buf = io.BytesIO()
+                with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
+                    for block in copy:
+                        buf.write(block)
+                raw = (
+                    pl.read_csv(buf.getvalue(), has_header=False, new_columns=CANDLE_COLUMNS, schema=schema)
+                    if buf.tell() else None
+                )
+            else:
+                cur.execute(query, params, binary=True)
+                rows = cur.fetchall()
+                raw = pl.DataFrame(rows, schema=schema, orient="row") if rows else None
+        if raw is None:
+            return pl.DataFrame(schema=CANDLE_SCHEMA)
         return candle_frame(raw.with_columns(pl.from_epoch("ts", "us").dt.replace_time_zone("UTC")))
 
     def read_candles(
@@ -222,7 +234,7 @@ class PostgresStore:
         if (e := utc_bound(end, "end")) is not None:
             sql += " AND ts < %s"
             params.append(e)
-        return self._copy_out(sql, params)
+        return self._read(sql, params, bulk=True)
 
     def last_bars(self, symbols: list[str], timeframe: str, n: int, end: datetime | None = None) -> pl.DataFrame:
         check_timeframe(timeframe)
@@ -235,7 +247,7 @@ class PostgresStore:
             f"WHERE symbol = s.symbol AND timeframe = %s {'AND ts < %s' if e else ''} ORDER BY ts DESC LIMIT %s) c"
         )
         params: list[Any] = [list(dict.fromkeys(symbols)), timeframe, *([e] if e else []), n]
-        return self._copy_out(sql, params)
+        return self._read(sql, params, bulk=False)
 
     def coverage(self) -> pl.DataFrame:
         with self._tx("coverage") as cur:
