@@ -166,6 +166,38 @@ def test_upsert_when_failure_mid_batch_then_rolled_back_previous_data_intact(
     s.close()
 
 
+def test_store_when_used_from_threads_then_all_writes_land(store, hourly) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = [hourly.filter(pl.col("symbol") == s) for s in ("BTC", "ETH", "SOL")]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # first use from threads: migration runs once
+        writes = list(pool.map(store.upsert_candles, parts))
+        reads = list(pool.map(lambda _: store.last_bars(["BTC", "ETH", "SOL"], "1h", 3), range(6)))
+        recs = list(pool.map(lambda i: store.put_records("t", [(f"k{i}", {"i": i})]), range(20)))
+
+    assert writes == [48, 48, 48] and sum(recs) == 20
+    assert all(len(r) <= 9 for r in reads)
+    assert store.read_many(["BTC", "ETH", "SOL"], "1h").equals(hourly.sort("symbol", "ts"))
+    assert sorted(k for k, _ in store.get_records("t")) == sorted(f"k{i}" for i in range(20))
+
+
+def test_store_when_reopened_then_data_persists(store_kind, request, tmp_path: Path, hourly) -> None:
+    from core.storage.duckdb_store import DuckDBStore
+
+    first = make_store(store_kind, request, tmp_path)
+    first.upsert_candles(hourly)
+    first.put_records("k", [("a", {"x": 1})])
+    first.close()
+
+    again = DuckDBStore(first.path) if store_kind == "duckdb" else type(first)(first._dsn, schema=first.schema)
+
+    assert again.read_many(["BTC", "ETH", "SOL"], "1h").equals(hourly.sort("symbol", "ts"))
+    assert again.get_records("k") == [("a", {"x": 1})]
+    assert again.schema_version() == 1
+    again.close()
+
+
 def test_records_when_put_get_delete_then_roundtrip_in_update_order(store) -> None:
     store.put_records("orders", [("o1", {"qty": 1.5, "tags": ["a"]}), ("o2", {"qty": 2}), ("o3", {"n": None})])
     store.put_records("orders", [("o1", {"qty": 9})])
