@@ -107,7 +107,9 @@ def test_write_report_when_run_then_every_artifact_written_and_readable(result, 
     assert report.directory == tmp_path / "reports" / "golden"
     assert_frame_equal(pl.read_parquet(report.directory / "trades.parquet"), result.trades)
     assert pl.read_csv(report.directory / "trades.csv").height == result.trades.height
-    assert pl.read_parquet(report.directory / "decisions.parquet").height == result.decisions.height
+    decisions = pl.read_parquet(report.directory / "decisions.parquet")
+    assert decisions.height == result.decisions.height
+    assert "rvol_24h" in json.loads(decisions["features"][0])  # features at the signal bar, for learning
     summary = json.loads((report.directory / "summary.json").read_text())
     assert summary["trades"] == 97 and summary["scoring"] == "rule-only defaults (no champion model)"
     page = (report.directory / "report.html").read_text()

@@ -16,6 +16,7 @@ the last close. Deterministic: no clock, no randomness, ties broken by name.
 
 from __future__ import annotations
 
+import json
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -332,6 +333,7 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
     "take_profit_pct": pl.Float64(),
     "stop_loss_pct": pl.Float64(),
     "size_multiplier": pl.Float64(),
+    "features": pl.Utf8(),  # JSON object: the strategy's features at the signal bar (inputs of the models)
 }
 
 
@@ -345,6 +347,7 @@ def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
             d.scores.take_profit_pct if d.scores else None,
             d.scores.stop_loss_pct if d.scores else None,
             d.scores.size_multiplier if d.scores else None,
+            json.dumps(d.features, allow_nan=True, sort_keys=True),
         )
         for d in decisions
     ]
