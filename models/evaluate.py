@@ -46,8 +46,17 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, train
     }
 
 
-def regression_metrics(frame: pl.DataFrame, strategy: str, rule_defaults: dict[str, float]) -> dict[str, float]:
-    """MAE of each regressor against its clipped target, next to the MAE of the rule default."""
+# What rule-only trading uses for each output, per event (the plan's own values): the MAE baseline.
+RULE_DEFAULT_EXPRS: dict[str, pl.Expr] = {
+    "take_profit_pct": pl.col("tp_pct"),
+    "stop_loss_pct": pl.col("sl_pct"),
+    "size_multiplier": pl.lit(1.0),
+    "hold_hours": pl.col("max_hold_h"),
+}
+
+
+def regression_metrics(frame: pl.DataFrame, strategy: str) -> dict[str, float]:
+    """MAE of each regressor against its clipped target, next to the MAE of the plan's rule default."""
     out: dict[str, float] = {}
     filled = frame.filter(pl.col("filled").fill_null(False))
     for name in STRATEGY_OUTPUTS[strategy]:
@@ -55,22 +64,14 @@ def regression_metrics(frame: pl.DataFrame, strategy: str, rule_defaults: dict[s
         sub = filled.filter(pl.col(column).is_not_null())
         if sub.is_empty():
             continue
-        target = sub[column].clip(lo, hi).to_numpy()
-        out[f"mae_{name}"] = float(np.mean(np.abs(sub[PRED_PREFIX + name].to_numpy() - target)))
-        if name in rule_defaults:
-            out[f"mae_{name}_rule"] = float(np.mean(np.abs(rule_defaults[name] - target)))
+        target = pl.col(column).clip(lo, hi)
+        row = sub.select(
+            model=(pl.col(PRED_PREFIX + name) - target).abs().mean(),
+            rule=(RULE_DEFAULT_EXPRS[name].cast(pl.Float64) - target).abs().mean(),
+        ).row(0, named=True)
+        out[f"mae_{name}"] = float(row["model"])
+        out[f"mae_{name}_rule"] = float(row["rule"])
     return out
-
-
-def rule_defaults(strategy: str, settings: Settings) -> dict[str, float]:
-    """What rule-only trading would use for each output (for the MAE baseline)."""
-    cfg = getattr(settings.strategy, strategy)
-    return {
-        "take_profit_pct": float(np.clip(cfg.take_profit, *TARGETS["take_profit_pct"][1])),
-        "stop_loss_pct": float(np.clip(cfg.stop_loss, *TARGETS["stop_loss_pct"][1])),
-        "size_multiplier": 1.0,
-        "hold_hours": float(np.clip(cfg.max_hold.total_seconds() / 3600, *TARGETS["hold_hours"][1])),
-    }
 
 
 def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings) -> WalkForwardResult:
@@ -80,7 +81,6 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
     folds = walk_forward_folds(events, settings.ml.walk_forward_folds, settings.ml.embargo)
     result = WalkForwardResult(strategy, threshold)
     parts: list[pl.DataFrame] = []
-    defaults = rule_defaults(strategy, settings)
     for fold in folds:
         train = events[fold.train_idx]
         test = events[fold.test_idx]
@@ -90,7 +90,7 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
             *(pl.Series(PRED_PREFIX + k, v.astype(np.float64)) for k, v in preds.items()), fold=pl.lit(fold.index)
         )
         metrics = classification_metrics(test["success"].to_numpy(), preds["confidence"], threshold, model.base_rate)
-        metrics |= regression_metrics(test, strategy, defaults)
+        metrics |= regression_metrics(test, strategy)
         metrics |= {"fold": float(fold.index), "n_train": float(fold.train_idx.size), "purged": float(fold.purged)}
         result.folds.append(metrics)
         parts.append(test)
@@ -104,7 +104,7 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
         y = pooled["success"].to_numpy().astype(int)
         p = pooled[PRED_PREFIX + "confidence"].to_numpy()
         result.pooled = classification_metrics(y, p, threshold, 0.0) | {"brier_base": float(np.mean((y - base_p) ** 2))}
-        result.pooled |= regression_metrics(pooled, strategy, defaults)
+        result.pooled |= regression_metrics(pooled, strategy)
         result.pooled["folds"] = float(len(parts))
         result.pooled["mean_fold_base_rate"] = float(np.mean(train_rates))
         result.predictions = pooled

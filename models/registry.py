@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ def log_training_run(
                 "settings_fingerprint": settings.fingerprint(),
                 "oos_window_start": str(window[0]),
                 "oos_window_end": str(window[1]),
+                "trained_until": model.trained_until.isoformat() if model.trained_until else "",
             }
         )
         mlflow.log_metrics(_finite(wf.pooled, "oos_"))
@@ -206,10 +208,19 @@ class PromotionDecision:
     reason: str
     champion: str | None  # version that is champion after the decision
     challenger: str | None
+    challenger_value: float | None = None  # the promotion metric of each on the compared window
+    champion_value: float | None = None
+    window: tuple[str, str] | None = None
 
 
 def promote(strategy: str, settings: Settings) -> PromotionDecision:
-    """Promote the challenger to champion if its OOS backtest beats the champion's on the same window."""
+    """Promote the challenger to champion if its OOS backtest beats the champion's on the same window.
+
+    Same evaluation window (same data): the logged backtest metrics are compared. Different windows (a
+    retrain on more data): both are backtested again on the challenger's walk-forward events that come
+    after the champion's training data, where neither model saw the outcome - the challenger with its
+    walk-forward predictions, the champion with its own predictions on the same events.
+    """
     c = client(settings)
     name = model_name(strategy, settings)
     chal = alias_version(c, name, CHALLENGER)
@@ -221,24 +232,56 @@ def promote(strategy: str, settings: Settings) -> PromotionDecision:
     if champ is None:
         c.set_registered_model_alias(name, CHAMPION, chal)
         return PromotionDecision(strategy, True, "no champion yet: the first challenger becomes champion", chal, chal)
-    metric = f"bt_ml_{settings.ml.promotion_metric}"
+    metric = settings.ml.promotion_metric
     run_chal = c.get_run(c.get_model_version(name, chal).run_id)
     run_champ = c.get_run(c.get_model_version(name, champ).run_id)
-    window = ("oos_window_start", "oos_window_end")
-    if any(run_chal.data.tags.get(k) != run_champ.data.tags.get(k) for k in window):
-        return PromotionDecision(
-            strategy, False,
-            f"champion v{champ} and challenger v{chal} were backtested on different windows "
-            f"({run_champ.data.tags.get(window[0])}..{run_champ.data.tags.get(window[1])} vs "
-            f"{run_chal.data.tags.get(window[0])}..{run_chal.data.tags.get(window[1])}); "
-            "retrain on the same data to compare them",
-            champ, chal,
-        )  # fmt: skip
-    a, b = run_chal.data.metrics.get(metric), run_champ.data.metrics.get(metric)
+    keys = ("oos_window_start", "oos_window_end")
+    if all(run_chal.data.tags.get(k) == run_champ.data.tags.get(k) for k in keys):
+        window = (run_chal.data.tags.get(keys[0], ""), run_chal.data.tags.get(keys[1], ""))
+        a, b = run_chal.data.metrics.get(f"bt_ml_{metric}"), run_champ.data.metrics.get(f"bt_ml_{metric}")
+        how = "logged OOS backtests, same window"
+    else:
+        compared = _reevaluate(c, name, strategy, champ, run_champ, run_chal, settings)
+        if isinstance(compared, str):
+            return PromotionDecision(strategy, False, compared, champ, chal)
+        a, b, window = compared
+        how = "both re-backtested on the challenger's OOS events after the champion's training data"
     if a is None or b is None:
-        return PromotionDecision(strategy, False, f"metric {metric} missing on a run (challenger {a}, champion {b})", champ, chal)
-    needed = b + settings.ml.promotion_min_improvement
-    if a > needed:
+        return PromotionDecision(strategy, False, f"metric {metric} missing (challenger {a}, champion {b})", champ, chal)
+    margin = settings.ml.promotion_min_improvement
+    verdict = "beats" if a > b + margin else "does not beat"
+    reason = f"{metric} {a:.4f} {verdict} champion v{champ} {b:.4f} + {margin} ({how}, {window[0]} .. {window[1]})"
+    if a > b + margin:
         c.set_registered_model_alias(name, CHAMPION, chal)
-        return PromotionDecision(strategy, True, f"{metric} {a:.4f} beats champion {b:.4f} (+{settings.ml.promotion_min_improvement})", chal, chal)
-    return PromotionDecision(strategy, False, f"{metric} {a:.4f} does not beat champion {b:.4f} (+{settings.ml.promotion_min_improvement})", champ, chal)
+        return PromotionDecision(strategy, True, reason, chal, chal, a, b, window)
+    return PromotionDecision(strategy, False, reason, champ, chal, a, b, window)
+
+
+def _reevaluate(
+    c: MlflowClient, name: str, strategy: str, champ: str, run_champ: Any, run_chal: Any, settings: Settings
+) -> tuple[float | None, float | None, tuple[str, str]] | str:
+    """(challenger metric, champion metric, window) on the common unseen window, or why there is none."""
+    from models.dataset import load_history
+    from models.pipeline import oos_backtest
+
+    until = run_champ.data.tags.get("trained_until")
+    if not until:
+        return f"champion v{champ} has no trained_until tag; retrain it to compare on a common window"
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_chal.info.run_id, artifact_path="evaluation/oos_predictions.parquet", tracking_uri=c.tracking_uri
+    )
+    preds = pl.read_parquet(path).filter(pl.col("ts") > datetime.fromisoformat(until))
+    if preds.is_empty():
+        return f"the challenger has no out-of-sample events after champion v{champ}'s training data (until {until})"
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{champ}").unwrap_python_model()
+    x = preds.select(pl.col(f).cast(pl.Float64) for f in model.feature_names).to_numpy()
+    champ_preds = preds.drop(pl.col("^pred_.*$")).with_columns(
+        pl.Series(f"{PRED_PREFIX}{k}", v) for k, v in model.predict_matrix(x).items()
+    )
+    start, end = preds["ts"].min(), preds["ts"].max()
+    bars = load_history(settings, preds["symbol"].unique().sort().to_list(), str(preds["timeframe"][0]),
+                        start - timedelta(days=30), end + timedelta(days=5))  # warm-up and the last trades' exits
+    metric = settings.ml.promotion_metric
+    a = oos_backtest(bars, settings, strategy, preds)
+    b = oos_backtest(bars, settings, strategy, champ_preds)
+    return a["ml"].get(metric), b["ml"].get(metric), a["window"]

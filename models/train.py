@@ -10,6 +10,7 @@ each calibrator is fitted on events that come after its booster's training event
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -61,6 +62,7 @@ class StrategyModel:
     classifier: CalibratedClassifierCV
     regressors: dict[str, XGBRegressor] = field(default_factory=dict)
     base_rate: float = 0.5
+    trained_until: datetime | None = None  # last label_end of the training events: later bars are unseen
 
     def matrix(self, frame: pl.DataFrame) -> np.ndarray:
         return frame.select(pl.col(c).cast(pl.Float64) for c in self.feature_names).to_numpy()
@@ -100,7 +102,8 @@ def fit_strategy_model(frame: pl.DataFrame, strategy: str, feature_names: list[s
         reg = XGBRegressor(**params, objective="reg:squarederror")
         reg.fit(x, target)
         regressors[name] = reg
-    return StrategyModel(strategy, list(feature_names), clf, regressors, base_rate=float(y.mean()))
+    until = frame["label_end"].max() if "label_end" in frame.columns else None
+    return StrategyModel(strategy, list(feature_names), clf, regressors, base_rate=float(y.mean()), trained_until=until)  # type: ignore[arg-type]
 
 
 def _calibration_cv(y: np.ndarray) -> TimeSeriesSplit | int:

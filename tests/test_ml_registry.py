@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from core.scoring import RuleOnlyScorer
 from core.settings import Settings, load_settings
 from core.strategies.registry import signals_from_frame
-from models.dataset import build_events
+from models.dataset import StrategyEvents, build_events
 from models.pipeline import TrainingReport, train_strategy
 from models.registry import CHALLENGER, CHAMPION, alias_version, log_training_run, model_name, promote
 from models.scorer import MLScorer
@@ -115,13 +115,24 @@ def test_promote_when_challenger_must_beat_champion_on_same_window_then_only_bet
     assert alias_version(c, model_name("dca", settings), CHAMPION) == v3
 
 
-def test_promote_when_windows_differ_then_refused(trained, events, store_dir) -> None:
+def test_promote_when_windows_differ_then_both_rebacktested_after_champion_training_data(
+    trained, events, bars, store_dir
+) -> None:
+    # Arrange: champion trained on the first half of 2023 only; challenger on the whole year.
     settings = _settings(store_dir, "t4")
-    v1 = _log(trained, events, settings)
-    promote("dca", settings)
-    _log(trained, events, settings, bt_shift=0.5, window=("2023-06-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00"))
+    first_half = StrategyEvents("dca", events.feature_names, events.events.filter(pl.col("ts") < datetime(2023, 7, 1, tzinfo=UTC)))
+    old = train_strategy(first_half, bars, settings, log=True, backtest=True)
+    assert promote("dca", settings).champion == old.version
+    _log(trained, events, settings)
+    # Act
     decision = promote("dca", settings)
-    assert not decision.promoted and decision.champion == v1 and "different windows" in decision.reason
+    # Assert: compared on the challenger's OOS events after the champion's training data, with both numbers
+    assert "re-backtested" in decision.reason
+    assert decision.window is not None and decision.window[0] > old.model.trained_until.isoformat()
+    assert decision.challenger_value is not None and decision.champion_value is not None
+    better = decision.challenger_value > decision.champion_value + settings.ml.promotion_min_improvement
+    assert decision.promoted == better
+    assert decision.champion == (decision.challenger if better else old.version)
 
 
 # -- scorer -----------------------------------------------------------------------------------------
