@@ -118,7 +118,7 @@ def stream(
 def replay_server(
     symbols: SymbolsOpt = None,
     speed: Annotated[float | None, typer.Option(help="1 = real time, N = N times faster, 0 = as fast as possible.")] = None,
-    start: Annotated[str | None, typer.Option(help="First bar to replay (ISO, UTC).")] = None,
+    start: Annotated[str | None, typer.Option(help="Where the replay clock starts (ISO, UTC); earlier bars are history, served by REST only.")] = None,
     end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (ISO, UTC).")] = None,
     path: Annotated[Path | None, typer.Option(help="Parquet of 1m candles (default: data_dir/ohlcv_1m.parquet).")] = None,
     from_store: Annotated[bool, typer.Option("--from-store", help="Replay the store's 1m candles instead.")] = False,
@@ -133,7 +133,7 @@ def replay_server(
     store = open_store(settings) if from_store else None
     try:
         tape = load_tape(settings, wanted or list(settings.data.symbols) if from_store else wanted,
-                         start=_when(start, "--start"), end=_when(end, "--end"), path=path, store=store)
+                         end=_when(end, "--end"), path=path, store=store)
     except (ValueError, FileNotFoundError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -146,9 +146,11 @@ def replay_server(
         await _until_signal(stop, None)
         with ReplayRestServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_rest_port) as rest:
             ws = ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed if speed is None else speed,
+                                start=_when(start, "--start"),
                                 host=f.replay_host, port=f.replay_port, events_per_message=f.replay_events_per_message)
             async with ws:
-                console.print(f"replaying {len(tape)} bars on {ws.url} (REST {rest.url}); waiting for a subscriber")
+                console.print(f"{len(tape)} bars recorded; replay from {start or 'the first bar'} on {ws.url} "
+                              f"(REST {rest.url}); waiting for a subscriber")
                 waits = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(ws.finished.wait())] if exit_when_done else [])
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
