@@ -4,14 +4,13 @@ paper trading.
 1. detect_all once over the whole history (vectorised; a value at bar t uses bars <= t only);
 2. every signal scored in one batch (scores depend on the signal alone, not on the book);
 3. a loop over the detection bars' close times, visiting only times with signals or open positions:
-   open positions are stepped (core.positions.step, the one copy of the fill/exit rules) on the bar
-   that just closed - or on its finer bars (e.g. 5m) when an exit frame covers that whole bar - then
-   the manager decides on the signals of that bar with the book marked at that close, and the taken
+   open positions get the bar that just closed - or its finer bars (e.g. 5m) when an exit frame covers
+   that whole bar - through the execution backend (core.positions rules; see execution.py), then the
+   manager decides on the signals of that bar with the book marked at that close, and the taken
    entries become positions whose orders rest from that close on.
 
-The cash book is folded from the position events: an entry fill pays price x qty + fee, an exit
-receives price x qty - fee, so every fee is charged exactly once; equity = cash + filled quantity x
-the last close. Deterministic: no clock, no randomness, ties broken by name.
+Equity = cash + filled quantity x the symbol's last close. Deterministic: no clock, no randomness,
+ties broken by name.
 """
 
 from __future__ import annotations
@@ -26,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
+from core.backtest.execution import Execution, FastExecution
 from core.domain import Decision, Regime, timeframe_duration
 from core.errors import DataQualityError
 from core.manager import StrategyManager
 from core.regime import regime_frame
-from core.backtest.execution import Execution, FastExecution
 from core.positions import Bar, ManagedPosition
 from core.risk import Holding, PortfolioView
 from core.scoring import RuleOnlyScorer, Scorer
@@ -165,6 +164,7 @@ def run_backtest(
     n = len(timeline)
     signal_bars = by_bar.keys()
 
+    c_loop = time.process_time()
     for k, t in enumerate(timeline):
         if progress is not None and k % 2048 == 0:
             progress(k, n)
@@ -227,6 +227,7 @@ def run_backtest(
     if progress is not None:
         progress(n, n)
     timings["loop_s"] = time.perf_counter() - t0 - sum(timings.values())
+    timings["loop_cpu_s"] = time.process_time() - c_loop  # the loop is single-threaded Python
     timings["cpu_s"] = time.process_time() - c0  # all threads: with other jobs on the cores, wall time lies
     return BacktestResult(
         settings_fingerprint=settings.fingerprint(),

@@ -12,7 +12,6 @@ A test runs both on the same window and asserts identical trades, fees and cash.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Protocol
 
 import polars as pl
