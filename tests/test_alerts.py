@@ -57,7 +57,7 @@ def receiver():
 
 def _alerter(url: str | None, **kw) -> tuple[SlackAlerter, list[float]]:
     slept: list[float] = []
-    opts = {"max_retries": 3, "backoff": 0.01, "timeout": 0.3} | kw
+    opts = {"max_retries": 3, "backoff": 0.01, "timeout": 5.0} | kw
     return SlackAlerter(SecretStr(url) if url else None, sleep=slept.append, **opts), slept
 
 
@@ -87,8 +87,8 @@ def test_alert_when_429_then_honours_retry_after(receiver):
 
 
 def test_alert_when_always_failing_or_timing_out_then_false_never_raises_url_never_logged(receiver, caplog):
-    receiver.script.extend([(500, {}, 0.0), (503, {}, 0.0), (500, {}, 1.0), (500, {}, 0.0)])  # third one times out
-    alerter, slept = _alerter(receiver.url)
+    receiver.script.extend([(500, {}, 0.0), (503, {}, 0.0), (500, {}, 1.5), (500, {}, 0.0)])  # third one times out
+    alerter, slept = _alerter(receiver.url, timeout=0.5)
     with caplog.at_level(logging.DEBUG):
         ok = alerter.send(AlertKind.DATA_HEALTH, "gate failed for ETH")
     assert ok is False

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
@@ -70,7 +70,6 @@ class ParseCounters:
     invalid_values: int = 0  # right types, impossible candle (price <= 0, high < low, off-grid ts, ...)
     unknown_event: int = 0
     unknown_pair: int = 0  # a pair not quoted in the configured quote currency
-    extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -134,7 +134,8 @@ class PolygonStreamClient:
             statuses = await self._recv_status(ws)
             if "auth_failed" in statuses:
                 raise FeedError(
-                    f"{self.url} rejected the API key (auth_failed): fix feed.polygon_api_key; not reconnecting"
+                    f"{self.url} rejected the API key (auth_failed): fix feed.polygon_api_key (feed.replay_api_key "
+                    "for the replay server); not reconnecting"
                 )
             if "auth_success" in statuses:
                 break
