@@ -167,3 +167,34 @@ def last_window(store: CandleStore, symbols: list[str], timeframe: str, days: in
         raise DataQualityError(f"no {timeframe} bars for {symbols} in the store; run `mlcrypto import` first")
     end = cov.get_column("last").max() + timeframe_duration(timeframe)
     return end - timedelta(days=days), end
+
+
+def import_for_session(store: CandleStore, settings: Settings, progress: bool = True) -> list:
+    """Main job step 1: the store schema, then the shipped detection-timeframe and 5m candles of the
+    monitored coins (idempotent upserts; a second run rewrites the same rows)."""
+    from core.data_import import import_candles
+
+    for path in (settings.data.var_dir, settings.reports_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    store.init_schema()
+    return import_candles(
+        store, settings.data.data_dir, timeframes=sorted({settings.data.detection_timeframe, "5m"}),
+        derived_timeframes=settings.data.derived_timeframes, symbols=list(settings.data.symbols),
+        chunk_rows=settings.store.batch_rows, progress=progress,
+    )
+
+
+def run_main_job(
+    store: CandleStore, settings: Settings, days: int = 90, progress: Progress | None = None, show_import: bool = True
+) -> tuple[list, BacktestResult, Report]:
+    """The main job: import, then a rule-only paper session (paper ledger + paper venue) over the last
+    `days` days of the monitored coins, starting from a fresh paper book each run."""
+    imported = import_for_session(store, settings, progress=show_import)
+    symbols = list(settings.data.symbols)
+    tf = settings.data.detection_timeframe
+    start, end = last_window(store, symbols, tf, days)
+    result, report = run_session(
+        store, settings, kind="paper", symbols=symbols, timeframe=tf, start=start, end=end,
+        execution=paper_execution(store, settings, reset=True), progress=progress,
+    )
+    return imported, result, report

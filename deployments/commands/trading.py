@@ -47,7 +47,7 @@ def _fmt(v: object, pct: bool = False) -> str:
 
 def print_report(report) -> None:  # noqa: ANN001
     s = report.summary
-    head = Table(title=f"backtest {report.run_id}", show_header=False)
+    head = Table(title=f"report {report.run_id}", show_header=False)
     for key in ("start", "end", "timeframe", "symbols", "bars", "signals", "decisions_taken", "trades", "scoring"):
         head.add_row(key, _fmt(s[key]))
     for key in ("final_equity", "pnl", "fees", "sharpe"):
@@ -140,27 +140,21 @@ def run(
     days: Annotated[int, typer.Option(min=1, help="Paper-trade the last N days of the shipped data.")] = 90,
 ) -> None:
     """The main job: init the store, import the shipped candles, then a rule-only paper session + report."""
-    from core.data_import import import_candles
+    from core.backtest.session import run_main_job
 
     settings = _settings()
-    for path in (settings.data.var_dir, settings.reports_dir):
-        path.mkdir(parents=True, exist_ok=True)
     store = _store(settings)
+    bar, update = _progress_bar("paper")
     try:
-        store.init_schema()
-        tfs = sorted({settings.data.detection_timeframe, "5m"})
-        results = import_candles(
-            store, settings.data.data_dir, timeframes=tfs, derived_timeframes=settings.data.derived_timeframes,
-            symbols=list(settings.data.symbols), chunk_rows=settings.store.batch_rows,
-        )
+        imported, _, report = run_main_job(store, settings, days=days, progress=update)
     except (TradingSystemError, ValueError) as exc:
         raise _fail(exc) from None
     finally:
+        bar.close()
         store.close()
-    for r in results:
+    for r in imported:
         console.print(f"imported {r.timeframe}: {r.shipped_rows:,} shipped + {r.derived_rows:,} derived rows ({r.source})")
-    # The main job replays history: each run starts a fresh paper book (the previous replay's ledger goes).
-    paper(days=days, symbols=None, exit_timeframe="5m", reset=True)
+    print_report(report)
 
 
 def register(app: typer.Typer) -> None:
