@@ -174,3 +174,22 @@ def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_gu
     assert again.exit_code == 1
     assert "pass --reset" in again.output
     assert runner.invoke(app, ["paper", "--days", "20", "--symbols", "BTC,ETH", "--reset"]).exit_code == 0
+
+
+def test_run_main_job_when_run_twice_then_fresh_paper_book_and_identical_report(tmp_path) -> None:
+    from core.backtest.session import run_main_job
+    from core.portfolio import JOURNAL
+    from core.storage.duckdb_store import DuckDBStore
+
+    settings = load_settings(data={"var_dir": tmp_path, "symbols": ["BTC", "ETH"]})
+    store = DuckDBStore(settings.duckdb_path)
+    imported, first, report = run_main_job(store, settings, days=10, show_import=False)
+    assert {r.timeframe for r in imported} == {"1h", "5m"}
+    assert first.start == datetime(2026, 4, 15, 15, tzinfo=UTC)  # the last 10 days before the newest BTC/ETH bar
+    assert report.summary["scoring"] == "rule-only defaults (no champion model)"
+    journal = len(store.get_records(JOURNAL))
+    _, second, _ = run_main_job(store, settings, days=10, show_import=False)
+    assert_frame_equal(first.trades, second.trades)
+    assert_frame_equal(first.decisions, second.decisions)
+    assert len(store.get_records(JOURNAL)) == journal  # the rerun replaced the replayed ledger, not appended
+    store.close()
