@@ -5,11 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.runtime import Runtime
+
+
+class HistoricalContextScorer:
+    """Gives each historical signal the coin/market context AT ITS OWN BAR before the champion scores
+    it (models.features.context_features uses bars <= t only). Without it a backtest would score every
+    signal with the context of the window's last bar, i.e. with information from its future."""
+
+    def __init__(self, inner: Any, bars: pl.DataFrame, settings: Any) -> None:
+        from models.features import context_features
+
+        ctx = context_features(bars, settings)
+        names = [c for c in ctx.columns if c not in ("symbol", "ts")]
+        self._inner = inner
+        self._ctx = {(r[0], r[1]): dict(zip(names, r[2:], strict=True)) for r in ctx.select("symbol", "ts", *names).iter_rows()}
+
+    def score(self, signals: list[Any]) -> list[Any]:
+        enriched = [
+            s.model_copy(update={"features": {**{k: v for k, v in self._ctx.get((s.symbol, s.ts), {}).items() if v is not None}, **s.features}})
+            for s in signals
+        ]
+        return self._inner.score(enriched)
 
 
 @task(name="run_backtest", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -31,12 +53,20 @@ def run_backtest(
     from core.scoring import RuleOnlyScorer
 
     s = rt.settings
-    scorer = rt.get_scorer() if use_ml else RuleOnlyScorer(s)
-    observe = getattr(scorer, "observe_bars", None)
+    holder: dict[str, Any] = {}
+
+    class _Deferred:
+        """Built once the session has loaded its bars (the context needs them)."""
+
+        def score(self, signals: list[Any]) -> list[Any]:
+            return holder["scorer"].score(signals)
+
+    def on_loaded(inputs: Any) -> None:
+        holder["scorer"] = HistoricalContextScorer(rt.get_scorer(), inputs.bars, s) if use_ml else RuleOnlyScorer(s)
+
     _, report = run_session(
         rt.store, s, kind=kind, symbols=symbols, timeframe=timeframe or s.data.detection_timeframe,
-        start=start, end=end, exit_timeframe=exit_timeframe, scorer=scorer,
-        on_loaded=(lambda inputs: observe(inputs.bars)) if observe else None,
+        start=start, end=end, exit_timeframe=exit_timeframe, scorer=_Deferred(), on_loaded=on_loaded,
     )
     lines = summary_lines(report)
     get_run_logger().info("backtest %s:\n%s", report.run_id, "\n".join(lines))

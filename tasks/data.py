@@ -84,7 +84,7 @@ def validate_candles(rt: Runtime, bars: pl.DataFrame, symbols: list[str], now: d
     from core.quality.results import alert_report, store_report
 
     logger = get_run_logger()
-    report = run_gate(bars, rt.settings, now, symbols=symbols)
+    report = run_gate(bars, rt.settings, now, symbols=symbols, gate=rt.gate)
     store_report(rt.store, report)
     if report.failed_symbols:
         alert_report(rt.alerter, report)

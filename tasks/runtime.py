@@ -31,6 +31,16 @@ class Runtime:
     scorer: Scorer | None = None
     _portfolio: Portfolio | None = field(default=None, repr=False)
     _owns_store: bool = True
+    _gate: Any = field(default=None, repr=False)
+
+    @property
+    def gate(self) -> Any:
+        """One long-lived GX gate (building its context costs more than validating a scan)."""
+        if self._gate is None:
+            from core.quality.gate import CandleGate
+
+            self._gate = CandleGate(self.settings)
+        return self._gate
 
     @property
     def portfolio(self) -> Portfolio:
@@ -41,6 +51,10 @@ class Runtime:
 
             self._portfolio = Portfolio.load(self.store, self.settings, PaperVenue(self.settings))
         return self._portfolio
+
+    def drop_portfolio(self) -> None:
+        """Forget the loaded ledger (after the store's ledger was reset); the next use reloads it."""
+        self._portfolio = None
 
     def get_scorer(self) -> Scorer:
         """The champion models when models/ is importable (rule-only defaults per strategy without a

@@ -137,24 +137,23 @@ def paper(
 
 
 def run(
-    days: Annotated[int, typer.Option(min=1, help="Paper-trade the last N days of the shipped data.")] = 90,
+    days: Annotated[int | None, typer.Option(min=1, help="Days replayed as Prefect flow runs (default schedule.replay_days).")] = None,
+    step_hours: Annotated[int | None, typer.Option(min=1, help="Simulated hours per scan flow run (default 1).")] = None,
+    train: Annotated[str, typer.Option(help="auto (train when no champion) | always | never (rule-only).")] = "auto",
+    verbose: Annotated[bool, typer.Option(help="Show Prefect's INFO logs.")] = False,
 ) -> None:
-    """The main job: init the store, import the shipped candles, then a rule-only paper session + report."""
-    from core.backtest.session import run_main_job
+    """The main job as Prefect flow runs (flows/offline_session.py): init the store, import the shipped
+    candles, train or load the models, replay the last days hour by hour through ingest -> gate ->
+    scan-and-trade -> manage, then ML vs rule-only over the out-of-sample window, and the report.
+    (`mlcrypto paper` is the rule-only paper session through the engine alone.)"""
+    from deployments.commands.ops import run_main_job
 
-    settings = _settings()
-    store = _store(settings)
-    bar, update = _progress_bar("paper")
+    if train not in {"auto", "always", "never"}:
+        raise typer.BadParameter("use auto, always or never", param_hint="--train")
     try:
-        imported, _, report = run_main_job(store, settings, days=days, progress=update)
+        run_main_job(days, step_hours, train, verbose)
     except (TradingSystemError, ValueError) as exc:
         raise _fail(exc) from None
-    finally:
-        bar.close()
-        store.close()
-    for r in imported:
-        console.print(f"imported {r.timeframe}: {r.shipped_rows:,} shipped + {r.derived_rows:,} derived rows ({r.source})")
-    print_report(report)
 
 
 def register(app: typer.Typer) -> None:

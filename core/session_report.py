@@ -1,0 +1,102 @@
+"""The main job's closing report: ML vs rule-only on the same out-of-sample window, plus the paper
+replay that ran as Prefect flow runs. One self-contained HTML page with a PNG comparing the two equity
+curves; each backtest keeps its own full report directory (core.backtest.report).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+ROWS = ("start", "end", "symbols", "signals", "decisions_taken", "trades", "win_rate", "pnl", "fees",
+        "total_return", "sharpe", "max_drawdown", "exposure", "final_equity", "scoring")
+PCT = {"win_rate", "total_return", "max_drawdown", "exposure"}
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    directory: Path
+    html: Path
+    png: Path
+    comparison: list[dict[str, Any]]
+    paper: dict[str, Any]
+
+
+def fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2%}" if key in PCT else f"{v:,.2f}"
+    return str(v)
+
+
+def comparison_rows(ml: dict[str, Any], rule: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"metric": k, "ml": ml.get(k), "rule_only": rule.get(k)} for k in ROWS]
+
+
+def equity_comparison_png(curves: dict[str, pl.DataFrame], capital: float, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for label, eq in curves.items():
+        if eq.height:
+            ax.plot(eq["ts"].to_list(), eq["equity"].to_list(), lw=1.0, drawstyle="steps-post", label=label)
+    ax.axhline(capital, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("equity (USDT)")
+    ax.set_title(title)
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_session_report(
+    directory: Path,
+    *,
+    ml_report: Any,
+    rule_report: Any,
+    paper: dict[str, Any],
+    capital: float,
+    notes: list[str],
+) -> SessionReport:
+    """ml_report/rule_report: core.backtest.report.Report of the two headline backtests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    curves = {
+        "ML (champion models)": pl.read_parquet(ml_report.directory / "equity.parquet"),
+        "rule-only": pl.read_parquet(rule_report.directory / "equity.parquet"),
+    }
+    png = equity_comparison_png(curves, capital, directory / "equity_ml_vs_rule.png", "ML-filtered vs rule-only, same bars")
+    rows = comparison_rows(ml_report.summary, rule_report.summary)
+    (directory / "comparison.json").write_text(json.dumps({"comparison": rows, "paper": paper, "notes": notes}, indent=2, default=str) + "\n")
+    table = "".join(
+        f"<tr><td>{html.escape(r['metric'])}</td><td>{html.escape(fmt(r['metric'], r['ml']))}</td>"
+        f"<td>{html.escape(fmt(r['metric'], r['rule_only']))}</td></tr>"
+        for r in rows
+    )
+    paper_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(fmt(k, v))}</td></tr>" for k, v in paper.items())
+    img = base64.b64encode(png.read_bytes()).decode()
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>mlcrypto session report</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
+<h1>mlcrypto session report</h1>
+<h2>Out-of-sample backtest: ML vs rule-only</h2>
+<table><tr><th>metric</th><th>ML</th><th>rule-only</th></tr>{table}</table>
+<p><img alt="equity curves" src="data:image/png;base64,{img}" style="max-width:100%"></p>
+<p>Full reports: <a href="../{html.escape(ml_report.run_id)}/report.html">ML</a> ·
+<a href="../{html.escape(rule_report.run_id)}/report.html">rule-only</a></p>
+<h2>Paper replay through Prefect flow runs</h2><table>{paper_rows}</table>
+<h2>Notes</h2><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
+</body></html>"""
+    page_path = directory / "index.html"
+    page_path.write_text(page)
+    return SessionReport(directory, page_path, png, rows, paper)
