@@ -208,6 +208,8 @@ def test_records_when_put_get_delete_then_roundtrip_in_update_order(store) -> No
     assert [k for k, _ in store.get_records("orders")] == ["o3", "o1"]
     assert store.get_records("fills") == [("o1", {"px": 3})]
     assert store.get_records("none") == []
+    assert store.put_records("dup", [("x", {"v": 1}), ("y", {"v": 2}), ("x", {"v": 3})]) == 3
+    assert store.get_records("dup") == [("y", {"v": 2}), ("x", {"v": 3})]  # like three puts in a row
 
 
 def test_records_when_payload_not_json_then_store_error_and_nothing_written(store) -> None:

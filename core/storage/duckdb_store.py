@@ -210,25 +210,34 @@ class DuckDBStore:
 
     # -- records --------------------------------------------------------------------------------------
     def put_records(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> int:
-        rows = [(kind, str(key), encode_payload(kind, key, payload)) for key, payload in records]
-        if not rows:
+        # A key given twice behaves like two puts: the last payload wins and takes the later position.
+        latest: dict[str, str] = {}
+        for key, payload in records:
+            latest.pop(str(key), None)
+            latest[str(key)] = encode_payload(kind, key, payload)
+        if not latest:
             return 0
         with self._lock:
             self._ensure()
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                for row in rows:  # one key may appear twice in a batch: last one wins, like sequential puts
-                    con.execute(
-                        "INSERT INTO records (kind, key, payload) VALUES (?, ?, ?) ON CONFLICT (kind, key) "
-                        "DO UPDATE SET payload = excluded.payload, updated_at = now(), seq = excluded.seq",
-                        list(row),
-                    )
+                seqs = sorted(r[0] for r in con.execute("SELECT nextval('records_seq') FROM range(?)", [len(latest)]).fetchall())
+                batch = pl.DataFrame({"key": list(latest), "payload": list(latest.values()), "seq": seqs})
+                con.register("_records_in", batch.to_arrow())
+                con.execute(
+                    "INSERT INTO records (kind, key, payload, seq) SELECT ?, key, payload::JSON, seq FROM _records_in "
+                    "ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload, updated_at = now(), "
+                    "seq = excluded.seq",
+                    [kind],
+                )
                 con.execute("COMMIT")
             except Exception as exc:
                 con.execute("ROLLBACK")
-                raise StoreError(f"writing {len(rows)} {kind} records failed and was rolled back: {exc}") from exc
-        return len(rows)
+                raise StoreError(f"writing {len(latest)} {kind} records failed and was rolled back: {exc}") from exc
+            finally:
+                con.unregister("_records_in")
+        return len(records)
 
     def get_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         with self._lock:
