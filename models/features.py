@@ -18,7 +18,9 @@ from core.errors import DataQualityError
 from core.regime import regime_frame
 from core.settings import Settings
 
-COIN_FEATURES: tuple[str, ...] = ("coin_vol_30d", "coin_liquidity_30d", "coin_vol_ratio_3d_30d")
+COIN_FEATURES: tuple[str, ...] = (
+    "coin_vol_30d", "coin_liquidity_30d", "coin_vol_ratio_3d_30d", "coin_dist_support_72h", "coin_dist_resistance_72h",
+)  # fmt: skip
 # Market feature -> column of core.regime.regime_frame it comes from.
 _REGIME_INPUTS: dict[str, str] = {
     "mkt_btc_ret_1h": "btc_ret_1h",
@@ -44,19 +46,22 @@ def _bar_return(timeframe: str) -> pl.Expr:
 
 
 def coin_features(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
-    """Per (symbol, ts): realised volatility and log quote-volume liquidity over 30 days, 3d/30d vol ratio.
+    """Per (symbol, ts): realised vol and log quote-volume liquidity over 30 days, 3d/30d vol ratio, 72h range.
 
     The strategies already report 24h versions (rvol_24h, liquidity_24h); these are the slow coin traits.
     """
     per_year = math.sqrt(timedelta(days=365) / timeframe_duration(timeframe))
     min_30d = max(2, int(timedelta(days=7) / timeframe_duration(timeframe)))  # a week of bars before trusting it
-    frame = bars.select("symbol", "ts", "close", "volume").sort("symbol", "ts")
+    frame = bars.select("symbol", "ts", "high", "low", "close", "volume").sort("symbol", "ts")
     return (
         frame.with_columns(_r=_bar_return(timeframe), _qv=pl.col("close") * pl.col("volume"))
         .with_columns(
             coin_vol_30d=pl.col("_r").rolling_std_by("ts", _WINDOW_30D, min_samples=min_30d).over("symbol") * per_year,
             _vol_3d=pl.col("_r").rolling_std_by("ts", _WINDOW_3D, min_samples=12).over("symbol") * per_year,
             coin_liquidity_30d=pl.col("_qv").rolling_mean_by("ts", _WINDOW_30D).over("symbol").log1p(),
+            # distance to the 72h low/high: the "distance to support" of the seed's DCA inputs, for every strategy
+            coin_dist_support_72h=pl.col("close") / pl.col("low").rolling_min_by("ts", "72h").over("symbol") - 1.0,
+            coin_dist_resistance_72h=pl.col("high").rolling_max_by("ts", "72h").over("symbol") / pl.col("close") - 1.0,
         )
         .with_columns(coin_vol_ratio_3d_30d=pl.col("_vol_3d") / pl.col("coin_vol_30d"))
         .select("symbol", "ts", *COIN_FEATURES)

@@ -194,11 +194,17 @@ def _log_model(model: StrategyModel, example: pl.DataFrame, tmp: Path) -> Any:
 
 
 def alias_version(c: MlflowClient, name: str, alias: str) -> str | None:
-    """Version behind an alias, or None when the model or the alias does not exist."""
+    """Version behind an alias, or None when the model or the alias does not exist.
+
+    Any other failure (store unreachable, ...) is raised: "no champion" must not be confused with
+    "cannot ask".
+    """
     try:
         return str(c.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ is taken from `signal.features` when the caller already put it there, else from 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from core.scoring import RuleOnlyScorer
 from core.settings import Settings
 from models.features import COIN_FEATURES, MARKET_FEATURES, coin_features, market_features
 from models.registry import CHAMPION, alias_version, client, model_name
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,8 +69,14 @@ class MLScorer:
             return self._loaded[strategy]
         self._checked_at[strategy] = now
         name = model_name(strategy, self._settings)
-        version = alias_version(self._client, name, self._alias)
         current = self._loaded.get(strategy)
+        try:
+            version = alias_version(self._client, name, self._alias)
+        except Exception as exc:  # registry unreachable: keep what is loaded (or rule-only) and retry later
+            _log.warning("cannot read %s@%s (%s); keeping %s", name, self._alias, exc,
+                         f"version {current.version}" if current else "rule-only defaults")
+            self._loaded.setdefault(strategy, None)
+            return self._loaded[strategy]
         if version is None:
             self._loaded[strategy] = None
         elif current is None or current.version != version:
