@@ -112,3 +112,26 @@ async def test_replay_stream_when_server_killed_and_restarted_later_then_gap_rep
     assert client.metrics.connects == 2
     assert client.metrics.repaired_rows >= 2 * 30
     assert rest.metrics.pages > 1  # the 7-row page limit forced next_url pagination
+
+
+async def test_run_stream_when_wired_from_settings_then_replay_source_fills_store(minutes, duck):
+    # Arrange: settings point at the replay servers (no Polygon key -> source auto = replay).
+    from core.feeds.runner import run_stream
+    from core.settings import load_settings
+
+    tape = ReplayTape(minutes, "USDT")
+    with ReplayRestServer(tape, api_key=KEY) as rest_server:
+        async with ReplayWsServer(tape, api_key=KEY, speed=0) as server:
+            settings = load_settings(feed={"replay_port": server.port, "replay_rest_port": rest_server.port,
+                                           "replay_api_key": KEY.get_secret_value(), "write_batch_seconds": 0.05},
+                                     data={"quote": "USDT"})
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_stream(settings, duck, symbols=SYMBOLS, stop=stop))
+            # Act
+            await server.finished.wait()
+            await _wait_for(lambda: len(_stored(duck)) >= len(minutes))
+            stop.set()
+            summary = await task
+    # Assert
+    assert summary["source"] == "replay" and summary["rows_written"] == len(minutes)
+    assert summary["parse"]["aggregates"] == len(minutes)

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from core.errors import FeedError
 from core.feeds.polygon_schemas import ParseCounters, empty_candles, parse_rest_results, ticker_for
 from core.settings import Settings
+from core.storage.base import CandleStore
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class PolygonRestClient:
 
 
 async def repair_gaps(
-    rest: PolygonRestClient, store: Any, symbols: list[str], now: datetime, *, lookback: timedelta | None = None
+    rest: PolygonRestClient, store: CandleStore, symbols: list[str], now: datetime, *, lookback: timedelta | None = None
 ) -> dict[str, int]:
     """Fill each symbol from its last stored minute to `now` (closed minutes only); returns rows written.
 
@@ -185,7 +186,7 @@ async def repair_gaps(
 
 
 async def backfill(
-    rest: PolygonRestClient, store: Any, symbols: list[str], start: datetime, end: datetime,
+    rest: PolygonRestClient, store: CandleStore, symbols: list[str], start: datetime, end: datetime,
     *, chunk: timedelta = timedelta(days=30),
 ) -> dict[str, int]:
     """Backfill [start, end) of 1m candles per symbol in chunks (one upsert per chunk)."""

@@ -67,52 +67,28 @@ def stream(
     seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
 ) -> None:
     """Stream 1m aggregates (XA) into the store, repairing gaps from REST after every reconnect."""
-    from core.feeds.ingest import CandleWriter
-    from core.feeds.polygon_rest import PolygonRestClient
-    from core.feeds.polygon_ws import PolygonStreamClient
+    from core.feeds.runner import feed_endpoints, run_stream
 
     settings = _settings()
-    f = settings.feed
-    if source == "auto":
-        source = "polygon" if f.polygon_api_key is not None else "replay"
-    if source == "polygon":
-        if f.polygon_api_key is None:
-            err.print("[red]--source polygon needs feed.polygon_api_key (MLCRYPTO_FEED__POLYGON_API_KEY)[/red]")
-            raise typer.Exit(2)
-        url, rest_url, key = f.polygon_ws_url, f.polygon_rest_url, f.polygon_api_key
-    elif source == "replay":
-        url, rest_url, key = f"ws://{f.replay_host}:{f.replay_port}", f"http://{f.replay_host}:{f.replay_rest_port}", f.replay_api_key
-    else:
-        raise typer.BadParameter("use polygon, replay or auto", param_hint="--source")
     wanted = _symbols(symbols, settings)
 
-    async def main() -> None:
+    async def main() -> dict:
         store = open_store(settings)
-        writer = CandleWriter(store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
-        rest = PolygonRestClient.from_settings(settings, base_url=rest_url, api_key=key)
-        client = PolygonStreamClient(
-            url=url, api_key=key, symbols=wanted, quote=settings.data.quote, writer=writer, rest=rest,
-            reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
-        )
         stop = asyncio.Event()
         await _until_signal(stop, seconds)
-        console.print(f"streaming {len(wanted)} symbols from {source} ({url}); Ctrl-C to stop")
+        ends = feed_endpoints(settings, source)
+        console.print(f"streaming {len(wanted)} symbols from {ends.source} ({ends.ws_url}); Ctrl-C to stop")
         try:
-            await client.run(stop)
+            return await run_stream(settings, store, source=source, symbols=wanted, stop=stop)
         finally:
-            await rest.aclose()
             store.close()
-            console.print(
-                f"rows written {writer.metrics.rows_written}, batches {writer.metrics.batches}, "
-                f"connects {client.metrics.connects}, repaired {client.metrics.repaired_rows}, "
-                f"parse counters {client.counters.as_dict()}"
-            )
 
     try:
-        asyncio.run(main())
+        summary = asyncio.run(main())
     except TradingSystemError as exc:
         err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
         raise typer.Exit(1) from None
+    console.print(summary)
 
 
 def replay_server(
