@@ -67,8 +67,9 @@ def load_inputs(
     bars = everything.filter(pl.col("symbol").is_in(symbols))
     if bars.filter(pl.col("ts") >= start).height == 0:
         raise DataQualityError(
-            f"no {timeframe} bars for {symbols} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} in the store; "
-            "import them first (`mlcrypto import`), or pick a covered window (`mlcrypto status`)"
+            f"no {timeframe} bars for {symbols} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M}; "
+            "pick a covered window (`mlcrypto status` for the store, docs for the shipped files) or import the "
+            "candles first (`mlcrypto import`)"
         )
     exit_bars = None
     if exit_timeframe and timeframe_duration(exit_timeframe) < timeframe_duration(timeframe):
