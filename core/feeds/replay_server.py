@@ -16,6 +16,7 @@ Two real servers share one ReplayTape (the recorded candles plus how far the rep
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import re
@@ -71,8 +72,7 @@ class ReplayTape:
     def index_at(self, ts: datetime | None) -> int:
         if ts is None:
             return 0
-        ms = int(ts.timestamp() * 1000)
-        return next((i for i, s in enumerate(self.s_ms) if s >= ms), len(self.s_ms))
+        return bisect.bisect_left(self.s_ms, int(ts.timestamp() * 1000))  # s_ms is sorted
 
     def closed_bars(self, symbol: str, from_ms: int, to_ms: int) -> pl.DataFrame:
         return self.frame.filter(
