@@ -106,6 +106,7 @@ def test_last_bars_when_symbols_stale_or_gapped_then_still_exact_last_n(store, r
         got = store.last_bars(["SOL", "ETH", "BTC", "BTC"], "1h", n, end=end)
         assert got.equals(expected(n, end)), (n, end)
     assert store.last_bars(["BTC"], "1d", 5).is_empty()
+    assert store.last_bars(["BTC"], "1h", 10**9).equals(expected(10**9, None).filter(pl.col("symbol") == "BTC"))
 
 
 def test_coverage_when_gap_then_counts_missing_bars_and_lists_gaps(store, hourly) -> None:

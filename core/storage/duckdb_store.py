@@ -11,7 +11,7 @@ chunk of `batch_rows`; all chunks of one call share one transaction (all or noth
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,12 @@ class DuckDBStore:
             # written in time order; the few rows left are cut to the last n per symbol by polars (cheaper
             # than a window here). Symbols with fewer than n bars in that window (stale symbol, gap) are
             # then read by the exact query, so the result never depends on the shortcut.
+            try:
+                lo = hi - step * 2 * n
+            except OverflowError:  # n so large the window starts before year 1: everything qualifies
+                lo = datetime.min.replace(tzinfo=UTC)
             sql = f"{_SELECT} WHERE timeframe = ? AND ts >= ?" + (" AND ts < ?" if e else "")
-            recent = self._con.sql(sql, params=[timeframe, hi - step * 2 * n, *([e] if e else [])]).pl()
+            recent = self._con.sql(sql, params=[timeframe, lo, *([e] if e else [])]).pl()
             recent = _tail(recent.filter(pl.col("symbol").is_in(wanted)), n)
             counts = dict(recent.group_by("symbol").len().iter_rows())
             short = [s for s in wanted if counts.get(s, 0) < n]
