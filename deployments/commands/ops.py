@@ -213,9 +213,11 @@ def check_deployments(settings: Settings, path: Path | None = None) -> list[str]
     return problems
 
 
-def deploy_all(api: str, cwd: Path = PROJECT_ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def deploy_all(
+    api: str, cwd: Path = PROJECT_ROOT, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`prefect deploy --all` against `api`, creating the process work pool first if it is missing."""
-    env = {**os.environ, "PREFECT_API_URL": api}
+    env = {**os.environ, **(env or {}), "PREFECT_API_URL": api}
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cwd=cwd, env=env,
                    capture_output=True, text=True, timeout=timeout)
