@@ -40,6 +40,10 @@ def _fmt(v: Any) -> str:
     return "-" if v is None or v != v else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _int(v: Any) -> str:
+    return "-" if v is None else str(int(v))
+
+
 def _print_reports(reports: list[Any]) -> None:
     t = Table("strategy", "events", *_SHOWN, "MAE TP", "MAE SL", title="walk-forward, pooled out-of-sample")
     b = Table("strategy", "window", "ML return", "rule return", "ML sharpe", "rule sharpe", "ML trades", "rule trades",
@@ -57,7 +61,7 @@ def _print_reports(reports: list[Any]) -> None:
             ml, rule = bt.get("ml", {}), bt.get("rule", {})
             b.add_row(r.strategy, " .. ".join(s[:10] for s in bt["window"]), _fmt(ml.get("total_return")),
                       _fmt(rule.get("total_return")), _fmt(ml.get("sharpe")), _fmt(rule.get("sharpe")),
-                      _fmt(ml.get("trades")), _fmt(rule.get("trades")), r.version or "-")
+                      _int(ml.get("trades")), _int(rule.get("trades")), r.version or "-")
     console.print(t)
     console.print(b)
 
