@@ -54,6 +54,21 @@ def utc_bound(value: datetime | None, name: str) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def ts_bounds_sql(start: datetime | None, end: datetime | None, placeholder: str) -> tuple[str, list[datetime]]:
+    """The time filter of a candle read, the same in every backend: start inclusive, end exclusive.
+
+    Returns the SQL to append (`placeholder` is the driver's parameter marker) and its parameters."""
+    sql = ""
+    params: list[datetime] = []
+    if (s := utc_bound(start, "start")) is not None:
+        sql += f" AND ts >= {placeholder}"
+        params.append(s)
+    if (e := utc_bound(end, "end")) is not None:
+        sql += f" AND ts < {placeholder}"
+        params.append(e)
+    return sql, params
+
+
 def check_timeframe(timeframe: str) -> timedelta:
     return timeframe_duration(timeframe)
 

@@ -11,6 +11,8 @@ chunk of `batch_rows`; all chunks of one call share one transaction (all or noth
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from core.storage.common import (
     decode_payload,
     encode_payload,
     gaps_frame,
+    ts_bounds_sql,
     utc_bound,
 )
 from core.storage.validation import normalise_candles
@@ -118,20 +121,27 @@ class DuckDBStore:
             return 0
         # Written in time order so row groups cluster by ts: zonemaps then skip old data in last_bars.
         frame = frame.sort("ts", "symbol", "timeframe")
+        with self._write(f"upsert of {len(frame)} candles", view="_incoming"):
+            for offset in range(0, len(frame), self.batch_rows):
+                self._write_chunk(frame.slice(offset, self.batch_rows))
+        return len(frame)
+
+    @contextmanager
+    def _write(self, what: str, *, view: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction under the lock: any failure is rolled back and raised as StoreError;
+        the Arrow view `view` the body registers is dropped either way."""
         with self._lock:
             self._ensure()
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                for offset in range(0, len(frame), self.batch_rows):
-                    self._write_chunk(frame.slice(offset, self.batch_rows))
+                yield con
                 con.execute("COMMIT")
             except Exception as exc:
                 con.execute("ROLLBACK")
-                raise StoreError(f"upsert of {len(frame)} candles failed and was rolled back: {exc}") from exc
+                raise StoreError(f"{what} failed and was rolled back: {exc}") from exc
             finally:
-                con.unregister("_incoming")
-        return len(frame)
+                con.unregister(view)
 
     def _write_chunk(self, chunk: pl.DataFrame) -> None:
         self._con.register("_incoming", chunk.to_arrow())
@@ -153,14 +163,9 @@ class DuckDBStore:
         check_timeframe(timeframe)
         if not symbols:
             return pl.DataFrame(schema=CANDLE_SCHEMA)
-        sql = f"{_SELECT} WHERE symbol IN (SELECT unnest(?)) AND timeframe = ?"
-        params: list[Any] = [list(symbols), timeframe]
-        if (s := utc_bound(start, "start")) is not None:
-            sql += " AND ts >= ?"
-            params.append(s)
-        if (e := utc_bound(end, "end")) is not None:
-            sql += " AND ts < ?"
-            params.append(e)
+        bounds, bound_params = ts_bounds_sql(start, end, "?")
+        sql = f"{_SELECT} WHERE symbol IN (SELECT unnest(?)) AND timeframe = ?{bounds}"
+        params: list[Any] = [list(symbols), timeframe, *bound_params]
         return candle_frame(self._query(sql + " ORDER BY symbol, ts", params))
 
     def last_bars(self, symbols: list[str], timeframe: str, n: int, end: datetime | None = None) -> pl.DataFrame:
@@ -221,26 +226,16 @@ class DuckDBStore:
             latest[str(key)] = encode_payload(kind, key, payload)
         if not latest:
             return 0
-        with self._lock:
-            self._ensure()
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                seqs = sorted(r[0] for r in con.execute("SELECT nextval('records_seq') FROM range(?)", [len(latest)]).fetchall())
-                batch = pl.DataFrame({"key": list(latest), "payload": list(latest.values()), "seq": seqs})
-                con.register("_records_in", batch.to_arrow())
-                con.execute(
-                    "INSERT INTO records (kind, key, payload, seq) SELECT ?, key, payload::JSON, seq FROM _records_in "
-                    "ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload, updated_at = now(), "
-                    "seq = excluded.seq",
-                    [kind],
-                )
-                con.execute("COMMIT")
-            except Exception as exc:
-                con.execute("ROLLBACK")
-                raise StoreError(f"writing {len(latest)} {kind} records failed and was rolled back: {exc}") from exc
-            finally:
-                con.unregister("_records_in")
+        with self._write(f"writing {len(latest)} {kind} records", view="_records_in") as con:
+            seqs = sorted(r[0] for r in con.execute("SELECT nextval('records_seq') FROM range(?)", [len(latest)]).fetchall())
+            batch = pl.DataFrame({"key": list(latest), "payload": list(latest.values()), "seq": seqs})
+            con.register("_records_in", batch.to_arrow())
+            con.execute(
+                "INSERT INTO records (kind, key, payload, seq) SELECT ?, key, payload::JSON, seq FROM _records_in "
+                "ON CONFLICT (kind, key) DO UPDATE SET payload = excluded.payload, updated_at = now(), "
+                "seq = excluded.seq",
+                [kind],
+            )
         return len(records)
 
     def get_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]:

@@ -32,6 +32,7 @@ from core.storage.common import (
     decode_payload,
     encode_payload,
     gaps_frame,
+    ts_bounds_sql,
     utc_bound,
 )
 from core.storage.validation import normalise_candles
@@ -226,14 +227,9 @@ class PostgresStore:
         check_timeframe(timeframe)
         if not symbols:
             return pl.DataFrame(schema=CANDLE_SCHEMA)
-        sql = f"SELECT * FROM {self._t('candles')} WHERE symbol = ANY(%s) AND timeframe = %s"
-        params: list[Any] = [list(symbols), timeframe]
-        if (s := utc_bound(start, "start")) is not None:
-            sql += " AND ts >= %s"
-            params.append(s)
-        if (e := utc_bound(end, "end")) is not None:
-            sql += " AND ts < %s"
-            params.append(e)
+        bounds, bound_params = ts_bounds_sql(start, end, "%s")
+        sql = f"SELECT * FROM {self._t('candles')} WHERE symbol = ANY(%s) AND timeframe = %s{bounds}"
+        params: list[Any] = [list(symbols), timeframe, *bound_params]
         return self._read(sql, params, bulk=True)
 
     def last_bars(self, symbols: list[str], timeframe: str, n: int, end: datetime | None = None) -> pl.DataFrame:
