@@ -202,3 +202,12 @@ def add_common_features(
         .with_columns(ind.rsi_from_averages(pl.col("_avg_gain"), pl.col("_avg_loss")).alias("rsi"))
         .drop("_avg_gain", "_avg_loss")
     )
+
+
+def detection_frame(
+    bars: pl.DataFrame, max_gap: timedelta, rsi_period: int, atr_period: int
+) -> tuple[str, pl.LazyFrame]:
+    """What every detector starts from: the checked timeframe, and the bars cut into stretches
+    (SEGMENT, see with_segments) with the common features added."""
+    tf = validate_bars(bars)
+    return tf, add_common_features(with_segments(bars, max_gap), tf, rsi_period, atr_period)

@@ -27,10 +27,8 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    add_common_features,
+    detection_frame,
     plan_exprs,
-    validate_bars,
-    with_segments,
 )
 
 _CHUNK_ROWS = 100_000  # bounds the (rows x window) touch matrix to a few MB
@@ -94,10 +92,10 @@ class ChannelStrategy:
         return cls(s.channel, s.rsi_period, s.atr_period, s.max_bridged_gap)
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
-        tf = validate_bars(bars)
+        _, frame = detection_frame(bars, self.max_gap, self.rsi_period, self.atr_period)
         c = self.config
         w = c.window_bars
-        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
+        out = frame.with_columns(
             ind.rolling_low(w).over(PARTITION).alias("_support"),
             ind.rolling_high(w).over(PARTITION).alias("_resistance"),
         ).collect()

@@ -19,10 +19,8 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    add_common_features,
+    detection_frame,
     plan_exprs,
-    validate_bars,
-    with_segments,
 )
 
 
@@ -41,11 +39,11 @@ class DcaStrategy:
         return cls(s.dca, s.rsi_period, s.atr_period, s.volume_avg_bars, s.max_bridged_gap)
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
-        tf = validate_bars(bars)
+        tf, out = detection_frame(bars, self.max_gap, self.rsi_period, self.atr_period)
         c = self.config
         lookback = bars_in(c.lookback, tf)
         max_high = ind.rolling_high(lookback)
-        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
+        out = out.with_columns(
             ((max_high - pl.col("close")) / max_high).over(PARTITION).alias("drop_pct"),
             (pl.col("volume") / ind.volume_average(self.volume_avg_bars)).over(PARTITION).alias("volume_ratio"),
             (pl.col("close") / ind.ema("close", 50) - 1).over(PARTITION).alias("dist_ema50"),

@@ -19,10 +19,8 @@ from core.strategies.base import (
     MAX_BRIDGED_GAP,
     PARTITION,
     SEGMENT,
-    add_common_features,
+    detection_frame,
     plan_exprs,
-    validate_bars,
-    with_segments,
 )
 
 
@@ -41,9 +39,9 @@ class SwingStrategy:
         return cls(s.swing, s.rsi_period, s.atr_period, s.volume_avg_bars, s.max_bridged_gap)
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
-        tf = validate_bars(bars)
+        _, out = detection_frame(bars, self.max_gap, self.rsi_period, self.atr_period)
         c = self.config
-        out = add_common_features(with_segments(bars, self.max_gap), tf, self.rsi_period, self.atr_period).with_columns(
+        out = out.with_columns(
             ind.rolling_high(c.resistance_bars, include_current=False).over(PARTITION).alias("_resistance"),
             ind.volume_average(self.volume_avg_bars).over(PARTITION).alias("_vol_avg"),
             ind.ema("close", c.ema_period).over(PARTITION).alias("_ema"),
