@@ -35,6 +35,9 @@ MARKET_FEATURES: tuple[str, ...] = (*_REGIME_INPUTS, "mkt_regime_code")
 CONTEXT_FEATURES: tuple[str, ...] = COIN_FEATURES + MARKET_FEATURES
 
 _WINDOW_30D = "30d"
+# History a caller must pass (e.g. to MLScorer.observe_bars) for the context at its last bar to equal
+# what training computed: the longest window (30 days) plus a day of slack.
+CONTEXT_LOOKBACK = timedelta(days=31)
 _WINDOW_3D = "3d"
 
 

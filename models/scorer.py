@@ -53,7 +53,10 @@ class MLScorer:
 
     # -- context -------------------------------------------------------------------------------------
     def observe_bars(self, bars: pl.DataFrame) -> None:
-        """Remember the coin/market context at each symbol's last bar (bars: one timeframe, >= 30 days)."""
+        """Remember the coin/market context at each symbol's last bar.
+
+        bars: one timeframe, at least models.features.CONTEXT_LOOKBACK (31 days) of history, or the 30-day
+        features are computed on a shorter window than in training."""
         if bars.is_empty():
             return
         tf = bars["timeframe"][0]
