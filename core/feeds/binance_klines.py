@@ -25,6 +25,7 @@ import polars as pl
 
 from core.domain import CANDLE_SCHEMA, timeframe_duration
 from core.errors import FeedError
+from core.feeds.http_retry import retry_after, retry_delay
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,7 @@ class BinanceKlinesClient:
                 if status in (418, 429):
                     self.metrics.rate_limited += 1
                     reason = f"HTTP {status} rate limited"
-                    try:
-                        delay = max(0.0, float(response.headers["Retry-After"]))
-                    except (KeyError, ValueError):
-                        delay = None
+                    delay = retry_after(response.headers)
                 elif status >= 500:
                     self.metrics.server_errors += 1
                     reason = f"HTTP {status}"
@@ -151,13 +149,12 @@ class BinanceKlinesClient:
                         return response.json()
                     except ValueError:
                         raise FeedError(f"Binance answered non-JSON: {response.text[:200]!r}") from None
-            if attempt >= self.max_retries:
-                raise FeedError(f"Binance klines {params.get('symbol')} still failing after {attempt + 1} attempts ({reason})")
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * 2**attempt)
+            delay = retry_delay(
+                attempt, reason, what=f"Binance klines {params.get('symbol')}", max_retries=self.max_retries,
+                backoff=self.backoff, max_backoff=self.max_backoff, server_delay=delay, log=log,
+            )
             attempt += 1
             self.metrics.retries += 1
-            log.warning("Binance klines %s: %s; retry %d/%d in %.2fs", params.get("symbol"), reason, attempt, self.max_retries, delay)
             self.sleep(delay)
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:

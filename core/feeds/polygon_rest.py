@@ -23,6 +23,7 @@ import polars as pl
 from pydantic import SecretStr
 
 from core.errors import FeedError
+from core.feeds.http_retry import retry_after, retry_delay
 from core.feeds.polygon_schemas import ParseCounters, empty_candles, parse_rest_results, ticker_for
 from core.settings import Settings
 from core.storage.base import CandleStore
@@ -43,13 +44,6 @@ def _ms(ts: datetime) -> int:
     if ts.tzinfo is None:
         raise ValueError(f"{ts!r} must be timezone-aware UTC")
     return int(ts.timestamp() * 1000)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["Retry-After"]))
-    except (KeyError, ValueError):
-        return None
 
 
 class PolygonRestClient:
@@ -123,7 +117,7 @@ class PolygonRestClient:
                     )
                 if status == 429:
                     self.metrics.rate_limited += 1
-                    delay, reason = _retry_after(response), "HTTP 429 rate limited"
+                    delay, reason = retry_after(response.headers), "HTTP 429 rate limited"
                 elif status >= 500:
                     self.metrics.server_errors += 1
                     reason = f"HTTP {status}"
@@ -137,13 +131,12 @@ class PolygonRestClient:
                     if not isinstance(body, dict):
                         raise FeedError(f"Polygon answered an unexpected body for {shown}: {str(body)[:200]}")
                     return body
-            if attempt >= self.max_retries:
-                raise FeedError(f"Polygon REST {shown} still failing after {attempt + 1} attempts ({reason})")
-            if delay is None:
-                delay = min(self.max_backoff, self.backoff * 2**attempt)
+            delay = retry_delay(
+                attempt, reason, what=f"Polygon REST {shown}", max_retries=self.max_retries,
+                backoff=self.backoff, max_backoff=self.max_backoff, server_delay=delay, log=log,
+            )
             attempt += 1
             self.metrics.retries += 1
-            log.warning("Polygon REST %s: %s; retry %d/%d in %.2fs", shown, reason, attempt, self.max_retries, delay)
             await asyncio.sleep(delay)
 
     async def fetch_minutes(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:

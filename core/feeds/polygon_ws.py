@@ -28,6 +28,7 @@ import websockets
 from pydantic import SecretStr
 
 from core.errors import FeedError
+from core.feeds.http_retry import capped_backoff
 from core.feeds.ingest import CandleWriter
 from core.feeds.polygon_rest import PolygonRestClient, repair_gaps
 from core.feeds.polygon_schemas import ParseCounters, pair_for, parse_ws_message
@@ -84,7 +85,7 @@ class PolygonStreamClient:
 
     def backoff(self, attempt: int) -> float:
         """Delay before reconnect number `attempt` (0-based): exponential, capped, jittered."""
-        base = min(self.reconnect_max, self.reconnect_initial * 2**attempt)
+        base = capped_backoff(attempt, self.reconnect_initial, self.reconnect_max)
         return base * (0.5 + 0.5 * self._rng.random())
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
