@@ -166,8 +166,11 @@ class HummingbotVenue:
     def _ours(self, pair: str) -> bool:
         return pair.upper().endswith("-" + self.quote.upper())
 
-    def _order_filter(self, pairs: list[str] | None, since: datetime | None) -> dict[str, Any]:
-        return HummingbotOrderFilter(
+    def _filter(
+        self, model: type[HummingbotOrderFilter | HummingbotTradeFilter], pairs: list[str] | None, since: datetime | None
+    ) -> dict[str, Any]:
+        """The request body of an order or trade search: our account and connector, full pages."""
+        return model(
             limit=_PAGE_LIMIT,
             account_names=[self.account],
             connector_names=[self.connector],
@@ -183,13 +186,13 @@ class HummingbotVenue:
         return [o for o in orders if o.account_name == self.account and o.connector_name == self.connector]
 
     def raw_active_orders(self, pairs: list[str] | None = None) -> list[HummingbotOrder]:
-        return self._parse_orders(self._pages("/trading/orders/active", self._order_filter(pairs, None)))
+        return self._parse_orders(self._pages("/trading/orders/active", self._filter(HummingbotOrderFilter, pairs, None)))
 
     def raw_orders(self, pairs: list[str] | None = None, since: datetime | None = None) -> list[HummingbotOrder]:
         """Active orders merged with the order history (newest first); the live view wins unless the
         history already has the order final."""
         merged = {o.order_id: o for o in self._parse_orders(
-            self._pages("/trading/orders/search", self._order_filter(pairs, since))
+            self._pages("/trading/orders/search", self._filter(HummingbotOrderFilter, pairs, since))
         )}
         for o in self.raw_active_orders(pairs):
             old = merged.get(o.order_id)
@@ -198,13 +201,7 @@ class HummingbotVenue:
         return list(merged.values())
 
     def raw_trades(self, pairs: list[str] | None = None, since: datetime | None = None) -> list[HummingbotTrade]:
-        body = HummingbotTradeFilter(
-            limit=_PAGE_LIMIT,
-            account_names=[self.account],
-            connector_names=[self.connector],
-            trading_pairs=pairs,
-            start_time=_ms(since) if since else None,
-        ).model_dump(exclude_none=True)
+        body = self._filter(HummingbotTradeFilter, pairs, since)
         try:
             return [HummingbotTrade.model_validate(r) for r in self._pages("/trading/trades", body)]
         except ValidationError as exc:
