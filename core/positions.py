@@ -83,6 +83,16 @@ def fee_rate(liquidity: Liquidity, settings: Settings) -> float:
     return settings.execution.maker_fee if liquidity == "maker" else settings.execution.taker_fee
 
 
+def fill_fee(price: float, quantity: float, liquidity: Liquidity, settings: Settings) -> float:
+    """The fee of one fill, charged on its notional."""
+    return price * quantity * fee_rate(liquidity, settings)
+
+
+def entry_liquidity(order_type: OrderType) -> Liquidity:
+    """A resting limit order fills as maker, a market order as taker."""
+    return "maker" if order_type is OrderType.LIMIT else "taker"
+
+
 # --- state ------------------------------------------------------------------------------------------------
 
 
@@ -327,8 +337,7 @@ def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: floa
         pos.max_hold_until = ts + pos.hold
         pos.highest_price = price
         pos.status = "open"
-    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
-    return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, liq)
+    return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, entry_liquidity(pos.entry_type))
 
 
 def close_position(
@@ -341,7 +350,7 @@ def close_position(
             lv.expired = True
             events.append(Expired(i, lv.client_order_id, ts, "exit"))
     pos.resting_levels = 0
-    fee = price * pos.quantity * fee_rate(liquidity, settings)
+    fee = fill_fee(price, pos.quantity, liquidity, settings)
     pos.exit_reason, pos.exit_price, pos.exit_ts, pos.exit_fee = reason, price, ts, fee
     pos.fees += fee
     pos.status = "closed"
@@ -372,13 +381,13 @@ def enter(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEv
                 pos.resting_levels -= 1
                 events.append(Expired(i, lv.client_order_id, bar.ts, "expiry"))
     # 2. entries.
-    liq: Liquidity = "maker" if pos.entry_type is OrderType.LIMIT else "taker"
+    liq = entry_liquidity(pos.entry_type)
     for i, lv in enumerate(pos.entry_levels):
         if lv.filled or lv.expired:
             continue
         price = fill_price(Side.BUY, pos.entry_type, lv.price, bar, settings.execution.slippage)
         if price is not None:
-            events.append(apply_entry_fill(pos, i, bar.ts, price, price * lv.quantity * fee_rate(liq, settings)))
+            events.append(apply_entry_fill(pos, i, bar.ts, price, fill_fee(price, lv.quantity, liq, settings)))
     return events
 
 
@@ -457,7 +466,9 @@ __all__ = [
     "close_position",
     "end_of_data",
     "enter",
+    "entry_liquidity",
     "fee_rate",
+    "fill_fee",
     "fill_price",
     "manage_exits",
     "open_position",

@@ -19,8 +19,8 @@ from core.domain import ExitReason, OrderType, Scores, Signal, timeframe_duratio
 from core.errors import DataQualityError
 from core.positions import Bar, ManagedPosition, end_of_data, open_position, step
 from core.settings import Settings
+from core.strategies.base import MAX_BRIDGED_GAP  # same rule as detection: longer holes end a stretch
 
-MAX_BRIDGED_GAP = timedelta(hours=24)  # same rule as detection: longer holes end a stretch
 SIM_BAR_COLUMNS = ("ts", "open", "high", "low", "close")
 
 

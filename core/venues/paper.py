@@ -17,7 +17,7 @@ from datetime import datetime
 
 from core.domain import Fill, Order, OrderStatus, OrderType, Side
 from core.errors import VenueError
-from core.positions import Bar, Liquidity, fee_rate, fill_price
+from core.positions import Bar, Liquidity, entry_liquidity, fill_fee, fill_price
 from core.settings import Settings
 from core.storage.base import CandleStore
 
@@ -87,8 +87,7 @@ class PaperVenue:
                 continue
             price = fill_price(order.side, order.order_type, order.price, bar, slippage)
             if price is not None:
-                liq: Liquidity = "maker" if order.order_type is OrderType.LIMIT else "taker"
-                fills.append(self._fill(order, bar.ts, price, liq))
+                fills.append(self._fill(order, bar.ts, price, entry_liquidity(order.order_type)))
         return fills, expired
 
     def execute(self, client_order_id: str, ts: datetime, price: float, liquidity: Liquidity) -> Fill:
@@ -120,7 +119,7 @@ class PaperVenue:
         return new
 
     def _fill(self, order: Order, ts: datetime, price: float, liquidity: Liquidity) -> Fill:
-        fee = price * order.quantity * fee_rate(liquidity, self._settings)
+        fee = fill_fee(price, order.quantity, liquidity, self._settings)
         fill = Fill(
             fill_id=f"{order.client_order_id}:f1",
             client_order_id=order.client_order_id,
