@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import ConfigError, TradingSystemError
-from core.settings import Settings, load_settings
+from core.errors import TradingSystemError
+from core.settings import Settings
 from core.storage.factory import open_store
+from deployments.commands.data import _fail, _settings, _split, _store, _when
 
 console = Console()
 err = Console(stderr=True)
@@ -28,28 +29,8 @@ err = Console(stderr=True)
 SymbolsOpt = Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeat or comma-separate); default: data.symbols.")]
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
 def _symbols(values: list[str] | None, settings: Settings) -> list[str]:
-    if not values:
-        return list(settings.data.symbols)
-    return [v.strip().upper() for x in values for v in x.split(",") if v.strip()]
-
-
-def _when(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO date/time, e.g. 2026-04-01T12:00", param_hint=name) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return _split(values) if values else list(settings.data.symbols)
 
 
 async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
@@ -86,8 +67,7 @@ def stream(
     try:
         summary = asyncio.run(main())
     except TradingSystemError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     console.print(summary)
 
 
@@ -106,7 +86,7 @@ def replay_server(
     settings = _settings()
     f = settings.feed
     wanted = _symbols(symbols, settings) if symbols else None
-    store = open_store(settings) if from_store else None
+    store = _store(settings) if from_store else None
     try:
         tape = load_tape(settings, wanted or list(settings.data.symbols) if from_store else wanted,
                          end=_when(end, "--end"), path=path, store=store)
@@ -162,8 +142,7 @@ def backfill_polygon(
     try:
         written = asyncio.run(main())
     except TradingSystemError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     for symbol, rows in written.items():
         console.print(f"{symbol}: {rows} candles")
 
@@ -183,7 +162,7 @@ def health(
     tf = timeframe or settings.data.detection_timeframe
     wanted = _symbols(symbols, settings)
     as_of = _when(now, "--now") or datetime.now(UTC)
-    store = open_store(settings)
+    store = _store(settings)
     try:
         window = store.last_bars(wanted, tf, bars, end=as_of)
         coverage = store.coverage().filter(pl.col("timeframe") == tf)
@@ -192,8 +171,7 @@ def health(
                                alerter=SlackAlerter.from_settings(settings) if alert else None)
         derived = gate.derived(window, as_of) if not window.is_empty() else None
     except TradingSystemError as exc:
-        err.print(f"[red]{type(exc).__name__}:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise _fail(exc) from None
     finally:
         store.close()
     per_symbol = (

@@ -7,43 +7,45 @@ live guard (core.venues.factory.build_venue); these read the venue and repair th
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import ConfigError, TradingSystemError
+from core.errors import TradingSystemError
 from core.reconcile import reconcile as reconcile_journal
-from core.settings import Settings, load_settings
-from core.storage.factory import open_store
+from core.settings import Settings
 from core.venues.hummingbot import HummingbotVenue
 from core.venues.order_journal import OrderJournal
+from deployments.commands.data import _settings, _store
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        Console(stderr=True).print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def venue_status() -> None:
-    """Balances and our resting orders at the Hummingbot venue (read only)."""
-    settings = _settings()
-    store = open_store(settings)
+@contextmanager
+def _venue(settings: Settings) -> Iterator[HummingbotVenue]:
+    """The Hummingbot venue over the store's order journal, both closed on the way out; a venue error
+    inside the block is printed and ends the command with exit code 1."""
+    store = _store(settings)
     venue = HummingbotVenue(settings, OrderJournal(store))
     try:
-        balances = venue.balances()
-        available = venue.balances(available=True)
-        orders = venue.open_orders()
+        yield venue
     except TradingSystemError as exc:
         Console(stderr=True).print(f"[red]venue error:[/red] {exc}")
         raise typer.Exit(1) from None
     finally:
         venue.close()
         store.close()
+
+
+def venue_status() -> None:
+    """Balances and our resting orders at the Hummingbot venue (read only)."""
+    settings = _settings()
+    with _venue(settings) as venue:
+        balances = venue.balances()
+        available = venue.balances(available=True)
+        orders = venue.open_orders()
     ex = settings.execution
     console = Console()
     console.print(f"Hummingbot {ex.hummingbot_url} account={ex.hummingbot_account} connector={ex.hummingbot_connector} mode={ex.mode}")
@@ -63,16 +65,8 @@ def reconcile(
 ) -> None:
     """Reconcile the order journal with the venue: adopt, mark absent, record fills, report differences."""
     settings = _settings()
-    store = open_store(settings)
-    venue = HummingbotVenue(settings, OrderJournal(store))
-    try:
+    with _venue(settings) as venue:
         report = reconcile_journal(venue, venue.journal)
-    except TradingSystemError as exc:
-        Console(stderr=True).print(f"[red]venue error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        venue.close()
-        store.close()
     if as_json:
         payload = {k: v for k, v in report.__dict__.items() if k != "since"} | {"since": report.since.isoformat(), "clean": report.clean}
         typer.echo(json.dumps(payload, indent=2, default=str))
