@@ -54,7 +54,7 @@ def _print_reports(reports: list[Any]) -> None:
             console.print(f"[yellow]{r.strategy}: skipped: {r.skipped}[/yellow]")
             continue
         p = r.walk_forward.pooled
-        t.add_row(r.strategy, str(r.n_events), *(_fmt(p.get(k)) for k in _SHOWN),
+        t.add_row(r.strategy, str(r.n_events), _int(p.get("n")), *(_fmt(p.get(k)) for k in _SHOWN[1:]),
                   _fmt(p.get("mae_take_profit_pct")), _fmt(p.get("mae_stop_loss_pct")))
         bt = r.backtest
         if bt:
