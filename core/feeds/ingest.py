@@ -113,8 +113,14 @@ class CandleWriter:
             self._pending_rows = 0
             frame = pl.concat([f for f, _ in taken], how="vertical_relaxed")
             frame = frame.unique(subset=KEY, keep="last", maintain_order=True)
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.upsert_candles, frame))
             try:
-                written = await asyncio.to_thread(self.store.upsert_candles, frame)
+                written = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The thread writes whether or not we are cancelled (close() cancels the timer): hold
+                # the lock until it has, so a later batch can never overtake it and be overwritten.
+                await asyncio.gather(write, return_exceptions=True)
+                raise
             except Exception as exc:
                 self.metrics.write_failures += 1
                 self._pending = taken + self._pending
