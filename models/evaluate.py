@@ -95,19 +95,17 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
         result.folds.append(metrics)
         parts.append(test)
     if parts:
-        pooled = pl.concat(parts, how="diagonal_relaxed")
-        train_rates = [f["base_rate"] for f in result.folds]  # honest base: what each fold knew beforehand
-        base_p = pooled.join(
-            pl.DataFrame({"fold": [int(f["fold"]) for f in result.folds], "_base": _train_base_rates(events, folds)}),
-            on="fold",
-        )["_base"].to_numpy()
+        # Brier base per event: the base rate its fold's training events had (what was known beforehand).
+        bases = pl.DataFrame({"fold": [f.index for f in folds], "_base": _train_base_rates(events, folds)})
+        pooled = pl.concat(parts, how="diagonal_relaxed").with_columns(pl.col("fold").cast(pl.Int64))
+        pooled = pooled.join(bases, on="fold", how="left", maintain_order="left")
         y = pooled["success"].to_numpy().astype(int)
         p = pooled[PRED_PREFIX + "confidence"].to_numpy()
+        base_p = pooled["_base"].to_numpy()
         result.pooled = classification_metrics(y, p, threshold, 0.0) | {"brier_base": float(np.mean((y - base_p) ** 2))}
         result.pooled |= regression_metrics(pooled, strategy)
         result.pooled["folds"] = float(len(parts))
-        result.pooled["mean_fold_base_rate"] = float(np.mean(train_rates))
-        result.predictions = pooled
+        result.predictions = pooled.drop("_base")
     return result
 
 
