@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
 from prefect import get_run_logger
@@ -11,18 +11,30 @@ from prefect import get_run_logger
 from tasks.runtime import Runtime, open_runtime
 
 
+# Global concurrency limit (create it with limit 1: `mlcrypto up` and `deploy_all` do) held by every
+# deployed flow run that writes the paper ledger: core.portfolio is single-writer by design.
+LEDGER_LIMIT = "mlcrypto-ledger"
+
+
 @contextmanager
-def flow_runtime(runtime: Runtime | None) -> Iterator[Runtime]:
+def flow_runtime(runtime: Runtime | None, *, ledger: bool = False, exclusive: bool = False) -> Iterator[Runtime]:
     """The caller's runtime (offline session, tests) or one opened from the environment's settings and
-    closed when the flow ends (deployments). The settings fingerprint goes into the run's log."""
-    rt = runtime or open_runtime()
-    get_run_logger().info("settings fingerprint %s (store %s, mode %s)", rt.settings.fingerprint(),
-                          rt.settings.store.backend, rt.settings.execution.mode)
-    try:
-        yield rt
-    finally:
-        if runtime is None:
-            rt.close()
+    closed when the flow ends (deployments). Deployed runs share the DuckDB file with the other served
+    flows (open per call) unless `exclusive`, and with `ledger` hold the ledger's concurrency slot.
+    The settings fingerprint goes into the run's log."""
+    with ExitStack() as stack:
+        if runtime is None and ledger:
+            from prefect.concurrency.sync import concurrency
+
+            stack.enter_context(concurrency(LEDGER_LIMIT, occupy=1))
+        rt = runtime or open_runtime(shared=not exclusive)
+        get_run_logger().info("settings fingerprint %s (store %s, mode %s)", rt.settings.fingerprint(),
+                              rt.settings.store.backend, rt.settings.execution.mode)
+        try:
+            yield rt
+        finally:
+            if runtime is None:
+                rt.close()
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,7 @@ def manage_positions_flow(
 ) -> ManageSummary:
     """`venue` is for tests and the live path: reconciliation runs against it (read-only)."""
     when = parse_when(now) or utcnow()
-    with flow_runtime(runtime) as rt:
+    with flow_runtime(runtime, ledger=True) as rt:
         if reconcile:
             reconcile_orders(rt, venue=venue, now=when)
         return manage_positions(rt, when, timeframe)

@@ -106,7 +106,7 @@ def offline_session(
     import time
 
     logger = get_run_logger()
-    with flow_runtime(runtime) as rt:
+    with flow_runtime(runtime, exclusive=True) as rt:
         s = rt.settings
         syms = list(symbols or s.data.symbols)
         tf = s.data.detection_timeframe

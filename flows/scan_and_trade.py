@@ -48,7 +48,7 @@ def scan_and_trade(
     """One scan of the monitored coins at `now` (default: the wall clock). `derive` first resamples the
     streamed 1m bars into the detection timeframe (the deployed path; the offline replay writes 1h bars)."""
     when = parse_when(now) or utcnow()
-    with flow_runtime(runtime) as rt:
+    with flow_runtime(runtime, ledger=True) as rt:
         s = rt.settings
         tf = s.data.detection_timeframe
         wanted = list(symbols or s.data.symbols)

@@ -7,11 +7,15 @@ single-writer database) is opened once and the champion models are loaded once p
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.alerts import SlackAlerter
+from core.errors import StoreError
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings, load_settings
 from core.storage.base import CandleStore
@@ -80,11 +84,57 @@ class Runtime:
         self.close()
 
 
+class SharedDuckDBStore:
+    """The DuckDB store for flows that run in SEPARATE processes on one machine (the served deployments
+    of `mlcrypto up`: the stream, scans, management). DuckDB lets one process hold the file, so each
+    call opens it, does its work and closes it; a call that finds the file locked by another process
+    waits and retries. Postgres/Supabase needs none of this (use it beyond one machine)."""
+
+    def __init__(self, path: Path, *, batch_rows: int, wait_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self._batch_rows = batch_rows
+        self._wait = wait_seconds
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        from core.storage.duckdb_store import DuckDBStore
+
+        deadline = time.monotonic() + self._wait
+        delay = 0.05
+        while True:
+            try:
+                store = DuckDBStore(self.path, batch_rows=self._batch_rows)
+                break
+            except StoreError as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            return getattr(store, name)(*args, **kwargs)
+        finally:
+            store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._call, name)
+
+    def close(self) -> None:  # nothing is held between calls
+        return None
+
+
 def open_runtime(
-    settings: Settings | None = None, *, store: CandleStore | None = None, scorer: Scorer | None = None
+    settings: Settings | None = None,
+    *,
+    store: CandleStore | None = None,
+    scorer: Scorer | None = None,
+    shared: bool = False,
 ) -> Runtime:
+    """`shared`: other processes use the same DuckDB file at the same time (served deployments)."""
     settings = settings or load_settings()
     owns = store is None
+    if store is None and shared and settings.store.backend == "duckdb":
+        store = SharedDuckDBStore(settings.duckdb_path, batch_rows=settings.store.batch_rows)  # type: ignore[assignment]
     store = store or open_store(settings)
     store.init_schema()
     return Runtime(settings, store, SlackAlerter.from_settings(settings), scorer, _owns_store=owns)

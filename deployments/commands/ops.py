@@ -128,6 +128,7 @@ def up(
         if not _wait_http(api.removesuffix("/api") + "/api/health", 180):
             raise typer.Exit(_fail_up(f"the Prefect server did not answer on {api}; see {logs / 'prefect-server.log'}"))
         console.print(f"Prefect UI     http://127.0.0.1:{port}")
+        ensure_ledger_limit(env)
         ml_port = settings.schedule.mlflow_ui_url.rsplit(":", 1)[-1].strip("/")
         procs.append(("mlflow ui", _spawn([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
                                            "--host", "127.0.0.1", "--port", ml_port], env, logs / "mlflow-ui.log")))
@@ -159,6 +160,16 @@ def up(
 def _fail_up(message: str) -> int:
     console.print(f"[red]{message}[/red]")
     return 1
+
+
+def ensure_ledger_limit(env: dict[str, str], cwd: Path = PROJECT_ROOT) -> None:
+    """The global concurrency limit (1 slot) that scan-and-trade and manage-positions hold while they
+    write the paper ledger; creating it again when it exists is harmless (the CLI says so)."""
+    from flows.common import LEDGER_LIMIT
+
+    prefect = str(Path(sys.executable).parent / "prefect")
+    subprocess.run([prefect, "global-concurrency-limit", "create", LEDGER_LIMIT, "--limit", "1"], cwd=cwd, env=env,
+                   capture_output=True, text=True, timeout=300)
 
 
 def _start_stream(env: dict[str, str], settings: Settings) -> None:
@@ -221,6 +232,7 @@ def deploy_all(
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cwd=cwd, env=env,
                    capture_output=True, text=True, timeout=timeout)
+    ensure_ledger_limit(env, cwd)
     return subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
