@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +26,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Runtime:
-    settings: Settings
-    store: CandleStore
-    alerter: SlackAlerter
-    scorer: Scorer | None = None
-    _portfolio: Portfolio | None = field(default=None, repr=False)
-    _owns_store: bool = True
-    _gate: Any = field(default=None, repr=False)
+    """Not a dataclass, and slotted, on purpose: Prefect walks task inputs (visit_collection) and encodes
+    flow parameters to JSON (jsonable_encoder); a dataclass would be walked and copied deep, ledger
+    included, on every task call. A slotted object is opaque to both (stored as "<Runtime>")."""
+
+    __slots__ = ("settings", "store", "alerter", "scorer", "_portfolio", "_owns_store", "_gate")
+
+    def __init__(
+        self, settings: Settings, store: CandleStore, alerter: SlackAlerter, scorer: Scorer | None = None,
+        *, owns_store: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.alerter = alerter
+        self.scorer = scorer
+        self._portfolio: Portfolio | None = None
+        self._owns_store = owns_store
+        self._gate: Any = None
+
+    def __repr__(self) -> str:
+        return f"Runtime(store={self.settings.store.backend}, settings={self.settings.fingerprint()})"
 
     @property
     def gate(self) -> Any:
@@ -137,4 +148,4 @@ def open_runtime(
         store = SharedDuckDBStore(settings.duckdb_path, batch_rows=settings.store.batch_rows)  # type: ignore[assignment]
     store = store or open_store(settings)
     store.init_schema()
-    return Runtime(settings, store, SlackAlerter.from_settings(settings), scorer, _owns_store=owns)
+    return Runtime(settings, store, SlackAlerter.from_settings(settings), scorer, owns_store=owns)
