@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.alerts import SlackAlerter
-from core.errors import StoreError
+from core.errors import ConfigError, StoreError
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings, load_settings
 from core.storage.base import CandleStore
@@ -61,6 +61,15 @@ class Runtime:
     def portfolio(self) -> Portfolio:
         """The paper ledger, loaded from the store once (Portfolio.load resubmits stored intents)."""
         if self._portfolio is None:
+            if self.settings.execution.mode == "live":
+                # core.portfolio steps positions through the paper venue's fills; routing the flows'
+                # orders to Hummingbot needs a live ledger that does not exist yet: refuse, never
+                # paper-trade silently while the operator believes orders are live.
+                raise ConfigError(
+                    "execution.mode=live: the Prefect trading flows keep a paper ledger only; live order "
+                    "routing through scan-and-trade is not wired yet. Use mode=paper, or the Hummingbot "
+                    "commands (mlcrypto venue-status / reconcile) for the live venue"
+                )
             from core.portfolio import Portfolio
             from core.venues.paper import PaperVenue
 
