@@ -41,7 +41,8 @@ def _scan_seconds(tmp: Path, symbols: list[str]) -> list[float]:
     store.init_schema()
     store.upsert_candles(load_shipped(settings.data.data_dir, "1h", symbols, START, SCAN_AT + timedelta(hours=RUNS)))
     rt = open_runtime(settings, store=store, scorer=RuleOnlyScorer(settings))
-    scan_and_trade(symbols=symbols, now=SCAN_AT - timedelta(hours=1), runtime=rt)  # warm: imports, GX context
+    for k in range(3, 0, -1):  # warm-up: imports, the GX context, a freshly started API server settling
+        scan_and_trade(symbols=symbols, now=SCAN_AT - timedelta(hours=k), runtime=rt)
     out = []
     for k in range(RUNS):
         t0 = time.perf_counter()
