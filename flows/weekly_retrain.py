@@ -25,6 +25,6 @@ def weekly_retrain(
         events = build_labels(rt, bars, strategies)
         reports = train_models(rt, events, bars)
         metrics = evaluate_models(rt, reports)
-        versions = register_challenger(rt, reports)
+        versions = register_challenger(rt, reports, events)
         decisions = promote_if_better(rt, list(versions)) if promote and versions else []
         return {"metrics": metrics, "challengers": versions, "promotions": decisions}

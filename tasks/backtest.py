@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -24,11 +25,17 @@ class HistoricalContextScorer:
         ctx = context_features(bars, settings)
         names = [c for c in ctx.columns if c not in ("symbol", "ts")]
         self._inner = inner
+        self._names = names
         self._ctx = {(r[0], r[1]): dict(zip(names, r[2:], strict=True)) for r in ctx.select("symbol", "ts", *names).iter_rows()}
+
+    def _at(self, symbol: str, ts: Any) -> dict[str, float]:
+        """The context at that bar; a missing value stays missing (NaN), never the scorer's latest context."""
+        row = self._ctx.get((symbol, ts), {})
+        return {n: math.nan if row.get(n) is None else float(row[n]) for n in self._names}
 
     def score(self, signals: list[Any]) -> list[Any]:
         enriched = [
-            s.model_copy(update={"features": {**{k: v for k, v in self._ctx.get((s.symbol, s.ts), {}).items() if v is not None}, **s.features}})
+            s.model_copy(update={"features": {**self._at(s.symbol, s.ts), **s.features}})
             for s in signals
         ]
         return self._inner.score(enriched)

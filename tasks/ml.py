@@ -65,7 +65,7 @@ def evaluate_models(rt: Runtime, reports: list[Any]) -> list[dict[str, Any]]:
 
 
 @task(name="register_challenger", **REGISTRY)
-def register_challenger(rt: Runtime, reports: list[Any]) -> dict[str, str]:
+def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any]) -> dict[str, str]:
     """Log each trained model to MLflow (params incl. the settings fingerprint, metrics, plots, model
     with signature) and register it as the `challenger` version."""
     from models.registry import log_training_run
@@ -74,7 +74,8 @@ def register_challenger(rt: Runtime, reports: list[Any]) -> dict[str, str]:
     for r in reports:
         if r.model is None or r.walk_forward is None:
             continue
-        rec = log_training_run(r.model, r.walk_forward, r.backtest, rt.settings, r.walk_forward.predictions, r.n_events)
+        example = events[r.strategy].trainable  # the training events: input example and signature
+        rec = log_training_run(r.model, r.walk_forward, r.backtest, rt.settings, example, r.n_events)
         r.version, r.run_id = rec.version, rec.run_id
         versions[r.strategy] = rec.version
     get_run_logger().info("registered challengers: %s", versions)
