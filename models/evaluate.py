@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from core.backtest.buy_and_hold import BENCHMARK_SYMBOL, buy_and_hold
 from core.settings import Settings
 from models.train import STRATEGY_OUTPUTS, TARGETS, fit_strategy_model
 from models.walkforward import walk_forward_folds
 
 PRED_PREFIX = "pred_"
+BUY_AND_HOLD_METRICS = ("total_return", "sharpe", "max_drawdown", "trades", "fees", "final_equity")
 
 
 @dataclass
@@ -112,3 +115,15 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
 def _train_base_rates(events: pl.DataFrame, folds: list) -> list[float]:
     y = events["success"].to_numpy()
     return [float(y[f.train_idx].mean()) for f in folds]
+
+
+def buy_and_hold_btc(
+    bars: pl.DataFrame, settings: Settings, start: datetime, end: datetime
+) -> tuple[dict[str, float], pl.DataFrame] | None:
+    """Buy-and-hold BTC over the OOS window, same bars and capital as the backtests beside it (stats,
+    equity), or None when the bars hold no BTC in the window (core.backtest.buy_and_hold has the rules)."""
+    if bars.filter((pl.col("symbol") == BENCHMARK_SYMBOL) & (pl.col("ts") >= start) & (pl.col("ts") < end)).is_empty():
+        return None
+    bh = buy_and_hold(bars, settings, start, end)
+    stats = {k: float(bh.stats[k]) for k in BUY_AND_HOLD_METRICS if bh.stats.get(k) is not None}
+    return stats, bh.equity

@@ -21,7 +21,7 @@ from core.domain import Scores, Signal, timeframe_duration
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings
 from models.dataset import STRATEGIES, StrategyEvents, build_events, load_history
-from models.evaluate import WalkForwardResult, walk_forward
+from models.evaluate import WalkForwardResult, buy_and_hold_btc, walk_forward
 from models.scorer import PredictionTableScorer
 from models.train import StrategyModel, fit_strategy_model
 
@@ -46,7 +46,9 @@ class OneStrategyScorer:
 
 
 def oos_backtest(bars: pl.DataFrame, settings: Settings, strategy: str, predictions: pl.DataFrame) -> dict[str, Any]:
-    """ML-filtered vs rule-only on the walk-forward test window of `predictions` (same bars, same window)."""
+    """ML-filtered vs rule-only vs buy-and-hold BTC on the walk-forward test window of `predictions`
+    (same bars, same window, same capital). Keys: window, ml, rule, bh (absent without BTC bars), and
+    <key>_equity frames (ts, equity)."""
     if predictions.is_empty():
         return {}
     step = timeframe_duration(bars["timeframe"][0])
@@ -59,6 +61,9 @@ def oos_backtest(bars: pl.DataFrame, settings: Settings, strategy: str, predicti
         stats = summary(res.trades, res.equity, settings.risk.capital, start, end)
         out[key] = {k: float(stats[k]) for k in BACKTEST_METRICS if stats.get(k) is not None}
         out[f"{key}_equity"] = res.equity.select("ts", "equity")
+    bh = buy_and_hold_btc(bars, settings, start, end)
+    if bh is not None:
+        out["bh"], out["bh_equity"] = bh
     return out
 
 

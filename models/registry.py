@@ -135,7 +135,10 @@ def log_training_run(
         mlflow.log_metrics(_finite(wf.pooled, "oos_"))
         for fold in wf.folds:
             mlflow.log_metrics(_finite(fold, "fold_"), step=int(fold["fold"]))
-        mlflow.log_metrics(_finite(backtest.get("ml", {}), "bt_ml_") | _finite(backtest.get("rule", {}), "bt_rule_"))
+        mlflow.log_metrics(
+            _finite(backtest.get("ml", {}), "bt_ml_") | _finite(backtest.get("rule", {}), "bt_rule_")
+            | _finite(backtest.get("bh", {}), "bt_bh_")
+        )
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
             plot_feature_importance(model.feature_importance(), d / "feature_importance.png", f"{strategy}: feature importance")
@@ -147,10 +150,10 @@ def log_training_run(
                 mlflow.log_artifact(str(d / "calibration.png"), "plots")
                 wf.predictions.drop(pl.col(pl.List, pl.Struct, pl.Object)).write_parquet(d / "oos_predictions.parquet")
                 mlflow.log_artifact(str(d / "oos_predictions.parquet"), "evaluation")
-            curves = {k: backtest[f"{k}_equity"] for k in ("ml", "rule") if f"{k}_equity" in backtest}
+            curves = {k: backtest[f"{k}_equity"] for k in ("ml", "rule", "bh") if f"{k}_equity" in backtest}
             if curves:
-                plot_equity({"ML-filtered": curves.get("ml", pl.DataFrame()), "rule-only": curves.get("rule", pl.DataFrame())},
-                            d / "oos_equity.png", f"{strategy}: out-of-sample equity")
+                labels = {"ml": "ML-filtered", "rule": "rule-only", "bh": "buy-and-hold BTC"}
+                plot_equity({labels[k]: v for k, v in curves.items()}, d / "oos_equity.png", f"{strategy}: out-of-sample equity")
                 mlflow.log_artifact(str(d / "oos_equity.png"), "plots")
                 for k, curve in curves.items():
                     curve.write_parquet(d / f"oos_equity_{k}.parquet")

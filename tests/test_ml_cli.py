@@ -43,4 +43,9 @@ def test_cli_when_train_with_promote_then_champion_registered(env: dict[str, str
     assert "walk-forward, pooled out-of-sample" in result.output
     assert "no champion yet" in result.output
     c = MlflowClient(env["MLCRYPTO_ML__TRACKING_URI"])
-    assert str(c.get_model_version_by_alias("mlcrypto-dca", "champion").version) == "1"
+    mv = c.get_model_version_by_alias("mlcrypto-dca", "champion")
+    assert str(mv.version) == "1"
+    assert "buy-and-hold BTC" in result.output
+    metrics = c.get_run(mv.run_id).data.metrics
+    assert {"bt_bh_total_return", "bt_bh_sharpe", "bt_bh_max_drawdown"} <= set(metrics)
+    assert metrics["bt_bh_trades"] == 1

@@ -46,8 +46,9 @@ def _int(v: Any) -> str:
 
 def _print_reports(reports: list[Any]) -> None:
     t = Table("strategy", "events", *_SHOWN, "MAE TP", "MAE SL", title="walk-forward, pooled out-of-sample")
-    b = Table("strategy", "window", "ML return", "rule return", "ML sharpe", "rule sharpe", "ML trades", "rule trades",
-              "version", title="out-of-sample backtest: ML-filtered vs rule-only (same bars)")
+    b = Table("strategy", "window", "ML return", "rule return", "B&H BTC return", "ML sharpe", "rule sharpe",
+              "B&H sharpe", "ML max DD", "rule max DD", "B&H max DD", "ML trades", "rule trades", "version",
+              title="out-of-sample backtest: ML-filtered vs rule-only vs buy-and-hold BTC (same bars, window, capital)")
     for r in reports:
         if r.walk_forward is None:
             t.add_row(r.strategy, str(r.n_events), *["-"] * (len(_SHOWN) + 2))
@@ -58,9 +59,10 @@ def _print_reports(reports: list[Any]) -> None:
                   _fmt(p.get("mae_take_profit_pct")), _fmt(p.get("mae_stop_loss_pct")))
         bt = r.backtest
         if bt:
-            ml, rule = bt.get("ml", {}), bt.get("rule", {})
-            b.add_row(r.strategy, " .. ".join(s[:10] for s in bt["window"]), _fmt(ml.get("total_return")),
-                      _fmt(rule.get("total_return")), _fmt(ml.get("sharpe")), _fmt(rule.get("sharpe")),
+            ml, rule, bh = bt.get("ml", {}), bt.get("rule", {}), bt.get("bh", {})
+            b.add_row(r.strategy, " .. ".join(s[:10] for s in bt["window"]),
+                      *(_fmt(x.get("total_return")) for x in (ml, rule, bh)), *(_fmt(x.get("sharpe")) for x in (ml, rule, bh)),
+                      *(_fmt(x.get("max_drawdown")) for x in (ml, rule, bh)),
                       _int(ml.get("trades")), _int(rule.get("trades")), r.version or "-")
     console.print(t)
     console.print(b)
