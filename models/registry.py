@@ -99,11 +99,15 @@ def log_training_run(
     settings: Settings,
     example: pl.DataFrame,
     n_events: int,
+    learning: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Log params, metrics, plots, equity curves and the model; register it and alias it `challenger`.
 
     `backtest` holds the OOS comparison: {"window": (start, end), "ml": {metric: value}, "rule": {...},
-    "ml_equity": frame(ts, equity), "rule_equity": frame(ts, equity)}.
+    "ml_equity": frame(ts, equity), "rule_equity": frame(ts, equity)} (+ "bh", "bh_equity": buy-and-hold BTC).
+    `learning` (models.pipeline.learning_summary): stored outcomes used (params and metrics
+    outcome_trades / outcome_rows_used / outcome_duplicates) and the ML accuracy (metrics acc_*, artifact
+    evaluation/ml_accuracy.json).
     """
     c = client(settings)
     strategy = model.strategy
@@ -132,6 +136,10 @@ def log_training_run(
                 "trained_until": model.trained_until.isoformat() if model.trained_until else "",
             }
         )
+        if learning is not None:
+            counts = {k: int(learning.get(k, 0)) for k in ("outcome_trades", "outcome_rows_used", "outcome_duplicates")}
+            mlflow.log_params(counts)
+            mlflow.log_metrics({k: float(v) for k, v in counts.items()} | _finite(learning.get("accuracy_metrics", {}), ""))
         mlflow.log_metrics(_finite(wf.pooled, "oos_"))
         for fold in wf.folds:
             mlflow.log_metrics(_finite(fold, "fold_"), step=int(fold["fold"]))
@@ -158,6 +166,11 @@ def log_training_run(
                 for k, curve in curves.items():
                     curve.write_parquet(d / f"oos_equity_{k}.parquet")
                     mlflow.log_artifact(str(d / f"oos_equity_{k}.parquet"), "evaluation")
+            acc = (learning or {}).get("accuracy")
+            if acc is not None:
+                (d / "ml_accuracy.json").write_text(json.dumps(
+                    {"buckets": acc.buckets.to_dicts(), "summary": acc.summary.to_dicts()}, indent=2, default=str))
+                mlflow.log_artifact(str(d / "ml_accuracy.json"), "evaluation")
             (d / "walk_forward.json").write_text(json.dumps({"folds": wf.folds, "pooled": wf.pooled}, indent=2, default=str))
             mlflow.log_artifact(str(d / "walk_forward.json"), "evaluation")
             info = _log_model(model, example, d)
