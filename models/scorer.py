@@ -83,7 +83,8 @@ class MLScorer:
         if version is None:
             self._loaded[strategy] = None
         elif current is None or current.version != version:
-            pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            # Resolved through this scorer's own client: the process-wide registry URI may point elsewhere.
+            pyfunc = mlflow.pyfunc.load_model(self._client.get_model_version_download_uri(name, version))
             self._loaded[strategy] = _Loaded(version, pyfunc.unwrap_python_model())
         return self._loaded[strategy]
 
