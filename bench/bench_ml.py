@@ -52,7 +52,7 @@ def _train_all_history() -> list[BenchResult]:
                   "mae_take_profit_pct", "mae_stop_loss_pct", "mae_size_multiplier", "mae_hold_hours"):
             if k in p:
                 results.append(BenchResult(f"ml_{s}_oos_{k}", float(p[k]), "", ""))
-        for side in ("ml", "rule"):
+        for side in ("ml", "rule", "bh"):  # bh: buy-and-hold BTC on the same window and capital
             for k in ("total_return", "sharpe", "max_drawdown", "trades"):
                 v = bts[s].get(side, {}).get(k)
                 if v is not None:
