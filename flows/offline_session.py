@@ -1,21 +1,25 @@
-"""offline_session: the main job (`mlcrypto run`), offline on a fresh machine.
+"""offline_session: the main job (`mlcrypto run`), offline on a fresh machine, in three stages.
 
-1. init the store, import the shipped 1h (and 5m, for exits) candles up to the replay start;
-2. train the models on the history before `ml.train_end` (weekly_retrain as a subflow: labels ->
-   train -> evaluate -> register challenger -> promote), or keep the champions already registered;
-3. replay the last `replay_days` of the shipped 1h bars hour by hour: each step upserts the bars that
-   closed (ingest), then runs manage-positions and scan-and-trade as Prefect flow runs at that
-   simulated time, so the paper book trades exactly as the deployed flows would;
-4. the headline: the same engine over the whole out-of-sample window [train_end, replay end), once
+1. prepare-session: init the store, a fresh paper book, import the shipped 1h (and 5m, for exits)
+   candles up to the replay start; train the models on the history before `ml.train_end`
+   (weekly-retrain as a subflow: labels -> train -> evaluate -> register challenger -> promote), or
+   keep the champions already registered;
+2. replay: the last `replay_days` of the shipped 1h bars hour by hour, one scan-and-trade flow run per
+   simulated hour that upserts the bars that closed (ingest), brings the positions up to date on them
+   (manage), then gates, detects, scores, decides, sizes and submits at that simulated time;
+3. finish-session: the same engine over the whole out-of-sample window [train_end, replay end), once
    with the champion models and once rule-only, and the comparison report (terminal, HTML, PNG).
 
-The replay window ends where every traded coin still has bars (some coins' history stops earlier;
-see the data README), so no coin is gate-failed for merely having no data.
+`offline_session` (the deployment) runs the stages as subflows of one run; `mlcrypto run` runs them as
+top-level flow runs on one in-process runtime. The replay window ends where every traded coin still
+has bars (some coins' history stops earlier; see the data README), so no coin is gate-failed for
+merely having no data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,10 +33,10 @@ from flows.common import flow_runtime, parse_when
 from flows.scan_and_trade import scan_and_trade
 from flows.weekly_retrain import weekly_retrain
 from tasks.backtest import run_backtest
-from tasks.data import import_history, ingest_bars, init_store
+from tasks.data import import_history, init_store
 from tasks.ml import model_versions
 from tasks.runtime import Runtime
-from tasks.trading import manage_positions, reconcile_orders
+from tasks.trading import reconcile_orders
 
 
 @task(name="plan_replay", cache_policy=NO_CACHE)
@@ -63,14 +67,6 @@ def reset_paper_book(rt: Runtime) -> int:
     return removed
 
 
-@task(name="load_replay_tape", cache_policy=NO_CACHE)
-def load_replay_tape(rt: Runtime, symbols: list[str], start: datetime, end: datetime) -> pl.DataFrame:
-    """The recorded bars the replay feeds in, hour by hour."""
-    from core.data_import import load_shipped
-
-    return load_shipped(rt.settings.data.data_dir, rt.settings.data.detection_timeframe, symbols, start, end)
-
-
 @task(name="paper_summary", cache_policy=NO_CACHE)
 def paper_summary(rt: Runtime, start: datetime, end: datetime, steps: int, seconds: float) -> dict[str, Any]:
     pf = rt.portfolio
@@ -90,6 +86,94 @@ def paper_summary(rt: Runtime, start: datetime, end: datetime, steps: int, secon
     }
 
 
+@dataclass(frozen=True)
+class SessionPlan:
+    symbols: list[str]
+    start: datetime
+    stop: datetime
+    oos_start: datetime
+    champions: dict[str, Any]
+
+
+@flow(name="prepare-session", validate_parameters=False)
+def prepare_session(
+    days: int | None = None,
+    symbols: list[str] | None = None,
+    end: datetime | str | None = None,
+    train: str = "auto",
+    reset: bool = True,
+    runtime: Runtime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SessionPlan:
+    """Init, fresh paper book, the replay window, the import, and the models (trained or loaded)."""
+    tell = progress or _silent
+    with flow_runtime(runtime, exclusive=True) as rt:
+        s = rt.settings
+        syms = list(symbols or s.data.symbols)
+        tf = s.data.detection_timeframe
+        init_store(rt)
+        if reset:
+            reset_paper_book(rt)
+        start, stop = plan_replay(rt, syms, days or s.schedule.replay_days, parse_when(end))
+        oos_start = datetime.fromisoformat(s.ml.train_end).replace(tzinfo=UTC)
+        # Only what the flows and the engine read: the out-of-sample window plus the engine's warm-up
+        # (training reads the shipped files directly). The replay adds the rest, hour by hour.
+        tell("import", 0, 1)
+        import_history(rt, sorted({tf, "5m"}), syms, oos_start - timedelta(days=40), start)
+        strategies = ["dca", "swing", "channel"]
+        champions = model_versions(rt, strategies) if train != "never" else {}
+        if train == "always" or (train == "auto" and not all(champions.values())):
+            tell("train", 0, 1)
+            weekly_retrain(end=oos_start, runtime=rt)
+            champions = model_versions(rt, strategies)
+        get_run_logger().info("champion models: %s", champions)
+        reconcile_orders(rt, now=start)
+        return SessionPlan(syms, start, stop, oos_start, champions)
+
+
+def replay(rt: Runtime, plan: SessionPlan, step: timedelta, progress: Callable[[str, int, int], None] | None = None) -> tuple[int, float]:
+    """One scan-and-trade flow run per simulated step: it upserts the bars that closed in the step,
+    brings the positions up to date on them, then scans. Called from a flow these are subflow runs;
+    from `mlcrypto run` they are top-level flow runs (no subflow tracking task run: ~4x less overhead)."""
+    import time
+
+    from core.data_import import load_shipped
+
+    tell = progress or _silent
+    s = rt.settings
+    dur = timeframe_duration(s.data.detection_timeframe)
+    tape = load_shipped(s.data.data_dir, s.data.detection_timeframe, plan.symbols, plan.start, plan.stop)
+    began = time.perf_counter()
+    now, steps = plan.start, 0
+    total = -((plan.start - plan.stop) // step)  # ceil: the last step may be shorter
+    while now < plan.stop:
+        tell("replay", steps, total)
+        nxt = min(now + step, plan.stop)
+        closed = tape.filter((pl.col("ts") >= now) & (pl.col("ts") + dur <= nxt))
+        scan_and_trade(symbols=plan.symbols, now=nxt, manage=True, ingest=closed, runtime=rt)
+        now, steps = nxt, steps + 1
+    tell("replay", steps, total)
+    return steps, time.perf_counter() - began
+
+
+@flow(name="finish-session", validate_parameters=False)
+def finish_session(
+    plan: SessionPlan, steps: int, seconds: float, runtime: Runtime | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The paper replay's summary, ML vs rule-only over the out-of-sample window, the report."""
+    tell = progress or _silent
+    with flow_runtime(runtime, exclusive=True) as rt:
+        paper = paper_summary(rt, plan.start, plan.stop, steps, seconds)
+        tell("backtest", 0, 2)
+        ml = run_backtest(rt, plan.symbols, plan.oos_start, plan.stop, kind="ml", use_ml=True)
+        tell("backtest", 1, 2)
+        rule = run_backtest(rt, plan.symbols, plan.oos_start, plan.stop, kind="rule", use_ml=False)
+        out = _report(rt, ml, rule, paper, plan.champions)
+        create_markdown_artifact(key="session-report", markdown=out["markdown"], description="Main job: ML vs rule-only")
+        return out
+
+
 @flow(name="offline-session", validate_parameters=False)
 def offline_session(
     days: int | None = None,
@@ -99,60 +183,28 @@ def offline_session(
     train: str = "auto",
     reset: bool = True,
     runtime: Runtime | None = None,
+) -> dict[str, Any]:
+    """The main job as one flow run (the deployment): prepare, replay, finish as subflows.
+    train: auto (train when a strategy has no champion) | always | never (rule-only defaults)."""
+    with flow_runtime(runtime, exclusive=True) as rt:
+        plan = prepare_session(days, symbols, end, train, reset, runtime=rt)
+        steps, seconds = replay(rt, plan, timedelta(hours=step_hours or rt.settings.schedule.replay_step_hours))
+        return finish_session(plan, steps, seconds, runtime=rt)
+
+
+def run_session(
+    rt: Runtime, *, days: int | None = None, step_hours: int | None = None, train: str = "auto",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """train: auto (train when a strategy has no champion) | always | never (rule-only defaults).
-    `progress(stage, done, total)` is for the CLI's terminal (in-process callers only)."""
-    import time
+    """`mlcrypto run`: the same three stages as top-level flow runs (prepare, one scan-and-trade run per
+    simulated hour, finish), all on one in-process runtime."""
+    plan = prepare_session(days, train=train, runtime=rt, progress=progress)
+    steps, seconds = replay(rt, plan, timedelta(hours=step_hours or rt.settings.schedule.replay_step_hours), progress)
+    return finish_session(plan, steps, seconds, runtime=rt, progress=progress)
 
-    logger = get_run_logger()
-    with flow_runtime(runtime, exclusive=True) as rt:
-        s = rt.settings
-        syms = list(symbols or s.data.symbols)
-        tf = s.data.detection_timeframe
-        dur = timeframe_duration(tf)
-        step = timedelta(hours=step_hours or s.schedule.replay_step_hours)
-        init_store(rt)
-        if reset:
-            reset_paper_book(rt)
-        tell = progress or (lambda stage, done, total: None)
-        start, stop = plan_replay(rt, syms, days or s.schedule.replay_days, parse_when(end))
-        oos_start = datetime.fromisoformat(s.ml.train_end).replace(tzinfo=UTC)
-        # Only what the flows and the engine read: the out-of-sample window plus the engine's warm-up
-        # (training reads the shipped files directly). The replay adds the rest, hour by hour.
-        tell("import", 0, 1)
-        import_history(rt, sorted({tf, "5m"}), syms, oos_start - timedelta(days=40), start)
 
-        strategies = ["dca", "swing", "channel"]
-        champions = model_versions(rt, strategies) if train != "never" else {}
-        if train == "always" or (train == "auto" and not all(champions.values())):
-            tell("train", 0, 1)
-            weekly_retrain(end=oos_start, runtime=rt)
-            champions = model_versions(rt, strategies)
-        logger.info("champion models: %s", champions)
-
-        tape = load_replay_tape(rt, syms, start, stop)
-        began = time.perf_counter()
-        now, steps = start, 0
-        reconcile_orders(rt, now=start)
-        total = -((start - stop) // step)  # ceil: the last step may be shorter
-        while now < stop:
-            tell("replay", steps, total)
-            nxt = min(now + step, stop)
-            ingest_bars(rt, tape.filter((pl.col("ts") >= now) & (pl.col("ts") + dur <= nxt)))
-            # Management as a task of this flow (the deployed every-minute flow wraps the same task),
-            # scan-and-trade as its own flow run: one flow run per simulated step keeps the overhead low.
-            manage_positions(rt, nxt)
-            scan_and_trade(symbols=syms, now=nxt, runtime=rt)
-            now, steps = nxt, steps + 1
-        paper = paper_summary(rt, start, stop, steps, time.perf_counter() - began)
-        tell("backtest", 0, 2)
-        ml = run_backtest(rt, syms, oos_start, stop, kind="ml", use_ml=True)
-        tell("backtest", 1, 2)
-        rule = run_backtest(rt, syms, oos_start, stop, kind="rule", use_ml=False)
-        out = _report(rt, ml, rule, paper, champions)
-        create_markdown_artifact(key="session-report", markdown=out["markdown"], description="Main job: ML vs rule-only")
-        return out
+def _silent(stage: str, done: int, total: int) -> None:
+    return None
 
 
 def _report(rt: Runtime, ml: Any, rule: Any, paper: dict[str, Any], champions: dict[str, Any]) -> dict[str, Any]:

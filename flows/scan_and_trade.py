@@ -19,9 +19,17 @@ from core.domain import Regime, bars_in
 from core.regime import BENCHMARK
 from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
-from tasks.data import derive_candles, load_candles, validate_candles
+from tasks.data import derive_candles, ingest_bars, load_candles, validate_candles
 from tasks.runtime import Runtime
-from tasks.trading import assess_regime, decide, detect_signals, score_signals, size_orders, submit_orders
+from tasks.trading import (
+    assess_regime,
+    decide,
+    detect_signals,
+    manage_positions,
+    score_signals,
+    size_orders,
+    submit_orders,
+)
 
 # The regime needs 30 days of BTC volatility for its median plus a day of returns.
 REGIME_HISTORY = timedelta(days=32)
@@ -43,10 +51,14 @@ def scan_and_trade(
     symbols: list[str] | None = None,
     now: datetime | str | None = None,
     derive: bool = False,
+    manage: bool = False,
+    ingest: pl.DataFrame | None = None,
     runtime: Runtime | None = None,
 ) -> ScanResult:
     """One scan of the monitored coins at `now` (default: the wall clock). `derive` first resamples the
-    streamed 1m bars into the detection timeframe (the deployed path; the offline replay writes 1h bars)."""
+    streamed 1m bars into the detection timeframe (the deployed path). The offline replay passes the
+    bars that closed in this hour as `ingest` (upserted first) and `manage=True` (positions see those
+    bars before the scan decides), so one flow run per simulated hour covers ingest -> manage -> scan."""
     when = parse_when(now) or utcnow()
     with flow_runtime(runtime, ledger=True) as rt:
         s = rt.settings
@@ -55,8 +67,12 @@ def scan_and_trade(
         market = sorted(set(s.data.symbols) | {BENCHMARK})
         everyone = sorted(set(wanted) | set(market))
         window = warmup_bars(s)
+        if ingest is not None:
+            ingest_bars(rt, ingest)
         if derive:
             derive_candles(rt, everyone, when - timedelta(hours=6), when)
+        if manage:
+            manage_positions(rt, when)
         bars = load_candles(rt, everyone, tf, max(window, bars_in(REGIME_HISTORY, tf)), when)
         scan_bars = bars.filter(pl.col("symbol").is_in(wanted)).group_by("symbol", maintain_order=True).tail(window)
         gate = validate_candles(rt, scan_bars, wanted, when)

@@ -43,7 +43,8 @@ def run_main_job(days: int | None = None, step_hours: int | None = None, train: 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from tqdm import tqdm
 
-    from flows.offline_session import offline_session
+    from flows.offline_session import run_session
+    from tasks.runtime import open_runtime
 
     bars: dict[str, Any] = {}
 
@@ -60,8 +61,8 @@ def run_main_job(days: int | None = None, step_hours: int | None = None, train: 
     started = time.perf_counter()
     # Heartbeats detect crashed runs of deployed flows; in one in-process session they only add a
     # second per flow run (the engine joins the heartbeat thread), so they are off here.
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        out = offline_session(days=days, step_hours=step_hours, train=train, progress=progress)
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), open_runtime(settings) as rt:
+        out = run_session(rt, days=days, step_hours=step_hours, train=train, progress=progress)
     for bar in bars.values():
         bar.close()
     _print_session(out, time.perf_counter() - started)
