@@ -15,7 +15,7 @@ import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from core.domain import Regime, bars_in
+from core.domain import bars_in
 from core.regime import BENCHMARK
 from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
@@ -142,4 +142,4 @@ def _publish(rt: Runtime, out: ScanResult, signals: list[Any], scores: list[Any]
         create_table_artifact(key="scan-decisions", table=out.decisions, description="Decisions with reasons")
 
 
-__all__ = ["Regime", "ScanResult", "scan_and_trade"]
+__all__ = ["ScanResult", "scan_and_trade"]
