@@ -40,10 +40,19 @@ def build_labels(rt: Runtime, bars: pl.DataFrame, strategies: list[str] | None =
 
 @task(name="train_models", **COMPUTE)
 def train_models(rt: Runtime, events: dict[str, Any], bars: pl.DataFrame) -> list[Any]:
-    """Walk-forward evaluation, the OOS backtest and the final fit per strategy (not yet logged)."""
+    """Walk-forward evaluation, the OOS backtest and the final fit per strategy (not yet logged).
+
+    The learning loop (SPEC 5): the store's closed paper/live trades, with the features and predictions
+    stored at entry, join the historical labels (models.outcomes)."""
+    from models.outcomes import read_outcomes
     from models.pipeline import train_strategy
 
-    return [train_strategy(ev, bars, rt.settings, log=False, backtest=True) for ev in events.values()]
+    outcomes = read_outcomes(rt.store, rt.settings)
+    get_run_logger().info("stored trade outcomes for the learning loop: %d", outcomes.height)
+    return [
+        train_strategy(ev, bars, rt.settings, log=False, backtest=True, outcomes=outcomes if outcomes.height else None)
+        for ev in events.values()
+    ]
 
 
 @task(name="evaluate_models", **COMPUTE)
@@ -75,7 +84,8 @@ def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any])
         if r.model is None or r.walk_forward is None:
             continue
         example = events[r.strategy].trainable  # the training events: input example and signature
-        rec = log_training_run(r.model, r.walk_forward, r.backtest, rt.settings, example, r.n_events)
+        rec = log_training_run(r.model, r.walk_forward, r.backtest, rt.settings, example, r.n_events,
+                               learning=r.learning or None)
         r.version, r.run_id = rec.version, rec.run_id
         versions[r.strategy] = rec.version
     get_run_logger().info("registered challengers: %s", versions)
