@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	MLCRYPTO_BENCH_MAIN_JOB=$${MLCRYPTO_BENCH_MAIN_JOB:-1} $(BIN)/python -m bench
 
 up: $(STAMP)
 	$(BIN)/mlcrypto up
