@@ -37,14 +37,14 @@ from core.positions import (
 from core.errors import VenueError
 from core.settings import Settings
 from core.storage.base import CandleStore
-from core.venues.paper import PaperVenue
+from core.venues.base import Venue
 
 JOURNAL = "ledger"
 VIEWS = ("position", "order", "fill", "trade", "decision")
 
 
 class Portfolio:
-    def __init__(self, store: CandleStore, settings: Settings, venue: PaperVenue, capital: float | None = None) -> None:
+    def __init__(self, store: CandleStore, settings: Settings, venue: Venue, capital: float | None = None) -> None:
         self.store = store
         self.settings = settings
         self.venue = venue
@@ -63,7 +63,7 @@ class Portfolio:
     # --- loading ----------------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, store: CandleStore, settings: Settings, venue: PaperVenue) -> Portfolio:
+    def load(cls, store: CandleStore, settings: Settings, venue: Venue) -> Portfolio:
         """Rebuild from the journal (empty store: a fresh book), restore the venue, resend pending intents."""
         pf = cls(store, settings, venue)
         records = sorted(store.get_records(JOURNAL), key=lambda kv: kv[0])
@@ -72,13 +72,12 @@ class Portfolio:
             pf.seq = max(pf.seq, int(key))
         # The paper venue holds exactly what the ledger says; intents stored but never acknowledged are
         # submitted again (submit is idempotent by client_order_id).
+        # (A live venue keeps its own state and journal: it has no `restore`.)
         known = [o for o in pf.orders.values() if o.status is not OrderStatus.PENDING]
-        venue.restore(known, list(pf.fills.values()), pf._balances())
-        pending = [o for o in pf.orders.values() if o.status is OrderStatus.PENDING]
-        if pending:
-            placed = [venue.submit(o) for o in pending]
-            pf.orders.update({o.client_order_id: o for o in placed})
-            pf._commit("resubmitted", orders=placed)
+        restore = getattr(venue, "restore", None)
+        if restore is not None:
+            restore(known, list(pf.fills.values()), pf._balances())
+        pf.resubmit_pending()
         if records:
             # Only the last event's views can be missing (a crash between its journal write and its views).
             last = records[-1][1]
@@ -125,7 +124,10 @@ class Portfolio:
         """Open a position for an approved signal: store the intent, then place the entry orders."""
         pid = f"pos:{signal.signal_id}"
         if pid in self.positions:
-            return self.positions[pid]  # the same signal never opens twice
+            # The same signal never opens twice; an entry whose send failed (a live venue's timeout) is
+            # sent again (the venue's submit is idempotent and searches before resending).
+            self.resubmit_pending(pid)
+            return self.positions[pid]
         pos = open_position(signal, scores, notional, self.settings, position_id=pid)
         intents = [
             Order(
@@ -151,6 +153,19 @@ class Portfolio:
         self.orders.update({o.client_order_id: o for o in placed})
         self._commit("submitted", orders=placed)
         return pos
+
+    def resubmit_pending(self, position_id: str | None = None) -> list[Order]:
+        """Send again the stored intents the venue never acknowledged (all, or one position's)."""
+        pending = [
+            o for o in self.orders.values()
+            if o.status is OrderStatus.PENDING and (position_id is None or o.position_id == position_id)
+        ]
+        if not pending:
+            return []
+        placed = [self.venue.submit(o) for o in pending]
+        self.orders.update({o.client_order_id: o for o in placed})
+        self._commit("resubmitted", orders=placed)
+        return placed
 
     def on_bar(self, symbol: str, bar: Bar) -> list[Any]:
         """Apply one bar of `symbol`: venue fills/expiries, then the position rules' exits. One event."""

@@ -57,8 +57,11 @@ def plan_replay(rt: Runtime, symbols: list[str], days: int, end: datetime | None
 def reset_paper_book(rt: Runtime) -> int:
     """The replay re-trades history: an earlier replay's paper ledger (and regime state) goes first."""
     from core.backtest.session import reset_paper_ledger
+    from core.errors import ConfigError
     from tasks.trading import REGIME_KIND
 
+    if rt.settings.execution.mode != "paper":  # replaying history must never reach a real venue
+        raise ConfigError("the offline session replays history on the paper book only; set execution.mode=paper")
     removed = reset_paper_ledger(rt.store)
     keys = [k for k, _ in rt.store.get_records(REGIME_KIND)]
     if keys:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.alerts import SlackAlerter
-from core.errors import ConfigError, StoreError
+from core.errors import StoreError
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings, load_settings
 from core.storage.base import CandleStore
@@ -59,21 +59,14 @@ class Runtime:
 
     @property
     def portfolio(self) -> Portfolio:
-        """The paper ledger, loaded from the store once (Portfolio.load resubmits stored intents)."""
+        """The ledger, loaded from the store once (Portfolio.load resubmits stored intents)."""
         if self._portfolio is None:
-            if self.settings.execution.mode == "live":
-                # core.portfolio steps positions through the paper venue's fills; routing the flows'
-                # orders to Hummingbot needs a live ledger that does not exist yet: refuse, never
-                # paper-trade silently while the operator believes orders are live.
-                raise ConfigError(
-                    "execution.mode=live: the Prefect trading flows keep a paper ledger only; live order "
-                    "routing through scan-and-trade is not wired yet. Use mode=paper, or the Hummingbot "
-                    "commands (mlcrypto venue-status / reconcile) for the live venue"
-                )
             from core.portfolio import Portfolio
-            from core.venues.paper import PaperVenue
+            from core.venues.factory import build_venue
 
-            self._portfolio = Portfolio.load(self.store, self.settings, PaperVenue(self.settings))
+            # Paper: the PaperVenue fills the ledger's orders. Live: build_venue refuses unless
+            # mode=live AND confirm_live=true, then the ledger's orders go to Hummingbot (core.live_book).
+            self._portfolio = Portfolio.load(self.store, self.settings, build_venue(self.settings, self.store))
         return self._portfolio
 
     def drop_portfolio(self) -> None:

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from core.alerts import AlertKind
 from core.domain import Decision, Regime, Scores, Signal, timeframe_duration
 from core.errors import TemporaryVenueError
+from core.live_book import is_live
 from core.manager import ManagerResult, StrategyManager
 from core.positions import Bar, Exited, Filled, open_position
 from core.risk import Holding, PortfolioView
@@ -160,6 +161,8 @@ def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -
     dur = timeframe_duration(tf)
     bar_duration = None if tf == s.data.detection_timeframe else dur
     out = ManageSummary()
+    if is_live(pf):
+        return _manage_live(rt, now, tf, dur, bar_duration, out)
     active = pf.open_positions()
     if active:
         since = min((p.last_bar_ts + dur) if p.last_bar_ts else p.created_ts for p in active)
@@ -184,6 +187,46 @@ def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -
     return out
 
 
+def _closed_bars(rt: Runtime, active: list[Any], tf: str, dur: Any, now: datetime) -> pl.DataFrame:
+    since = min((p.last_bar_ts + dur) if p.last_bar_ts else p.created_ts for p in active)
+    symbols = sorted({p.symbol for p in active})
+    return rt.store.read_many(symbols, tf, since, now).filter(pl.col("ts") + dur <= now)  # closed bars only
+
+
+def _manage_live(rt: Runtime, now: datetime, tf: str, dur: Any, bar_duration: Any, out: ManageSummary) -> ManageSummary:
+    """Live book: resend unacknowledged intents, book the venue's fills, apply the closed bars (expiry
+    cancels and exit decisions sent to the venue), then book the fills those exits got."""
+    from core.live_book import apply_bar_live, apply_venue_fills
+
+    pf = rt.portfolio
+    pf.resubmit_pending()
+    events = apply_venue_fills(pf, pf.venue.fills_since())
+    active = pf.open_positions()
+    if active:
+        bars = _closed_bars(rt, active, tf, dur, now)
+        for sym, o, h, lo, c, ts in bars.select("symbol", "open", "high", "low", "close", "ts").iter_rows():
+            sent = apply_bar_live(pf, sym, Bar(ts, o, h, lo, c, bar_duration))
+            out.bars_applied += 1
+            for ev in sent:
+                if isinstance(ev, Exited):
+                    rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) sent to {pf.venue.name}")
+        if out.bars_applied:
+            events += apply_venue_fills(pf, pf.venue.fills_since())
+    for ev in events:
+        if isinstance(ev, Filled):
+            out.fills += 1
+            rt.alerter.send(AlertKind.FILL, f"filled {ev.quantity:.6g} @ {ev.price:.6g} ({ev.client_order_id})")
+        elif isinstance(ev, Exited):
+            out.exits.append(f"{ev.reason.value} @ {ev.price:.6g}")
+    out.open_positions = len(pf.open_positions())
+    out.equity = pf.equity()
+    get_run_logger().info(
+        "managed live positions: %d bars, %d fills, exits %s, %d open, equity %.2f",
+        out.bars_applied, out.fills, out.exits, out.open_positions, out.equity,
+    )
+    return out
+
+
 @task(name="reconcile_orders", **IO_RETRIES)
 def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None) -> dict[str, Any]:
     """Bring the order journal in line with the venue before trading on (core.reconcile; read-only at
@@ -197,7 +240,7 @@ def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None
     from core.venues.factory import build_venue
     from core.venues.order_journal import OrderJournal
 
-    venue = venue or build_venue(s, rt.store)
+    venue = venue or (rt.portfolio.venue if is_live(rt.portfolio) else build_venue(s, rt.store))
     journal = getattr(venue, "journal", None) or OrderJournal(rt.store)
     report = reconcile(venue, journal, now=now)
     logger = get_run_logger()

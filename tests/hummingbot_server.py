@@ -53,6 +53,7 @@ class ExchangeState:
     requests: list[tuple[str, str]] = field(default_factory=list)
     place_requests: int = 0
     on_place: Callable[[dict[str, Any]], None] | None = None  # called as a request arrives, before placing
+    clock: Callable[[], datetime] | None = None  # the trades' time (a simulated market); None: wall clock
     lock: threading.RLock = field(default_factory=threading.RLock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -99,7 +100,7 @@ class ExchangeState:
                 "amount": qty,
                 "price": px,
                 "fee": fee,
-                "timestamp": now,
+                "timestamp": self.clock().isoformat() if self.clock else now,
             }
             self.trades.append(trade)
             o["filled_amount"] += qty

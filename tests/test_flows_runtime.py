@@ -54,13 +54,16 @@ def test_shared_store_when_file_stays_locked_then_store_error_after_the_wait(tmp
         holder.wait()
 
 
-def test_runtime_portfolio_when_live_mode_then_refuses_instead_of_paper_trading(tmp_path: Path) -> None:
+def test_runtime_portfolio_when_live_mode_then_hummingbot_only_with_confirmation(tmp_path: Path) -> None:
     from core.errors import ConfigError
     from core.settings import load_settings
     from tasks.runtime import open_runtime
 
     settings = load_settings(data={"var_dir": tmp_path}, execution={"mode": "live", "confirm_live": True})
-    rt = open_runtime(settings)
-    with pytest.raises(ConfigError, match="paper ledger only"):
+    with open_runtime(settings) as rt:
+        assert rt.portfolio.venue.name == "hummingbot"  # the ledger's orders go to the live venue
+    unconfirmed = settings.model_copy(
+        update={"execution": settings.execution.model_copy(update={"confirm_live": False})}
+    )
+    with open_runtime(unconfirmed) as rt, pytest.raises(ConfigError, match="live trading refused"):
         _ = rt.portfolio
-    rt.close()
