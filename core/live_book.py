@@ -35,8 +35,8 @@ _QTY_TOL = 1e-6  # venues round amounts to their increments
 
 
 def is_live(pf: Portfolio) -> bool:
-    """The book's orders go to a real venue (anything but the paper venue fills them)."""
-    return not hasattr(pf.venue, "on_bar")
+    """The book's orders go to a real venue (only the paper venue fills them against bars itself)."""
+    return pf.venue.name != "paper"
 
 
 def exit_order_id(pos: ManagedPosition) -> str:
