@@ -221,8 +221,9 @@ def _report(rt: Runtime, ml: Any, rule: Any, paper: dict[str, Any], champions: d
     ]
     directory = s.reports_dir / f"session-{s.fingerprint()}"
     rep = write_session_report(directory, ml_report=ml, rule_report=rule, paper=paper, capital=s.risk.capital, notes=notes)
-    lines = ["| metric | ML | rule-only |", "|---|---|---|"] + [
-        f"| {r['metric']} | {fmt(r['metric'], r['ml'])} | {fmt(r['metric'], r['rule_only'])} |" for r in rep.comparison
+    lines = ["| metric | ML | rule-only | buy-and-hold BTC |", "|---|---|---|---|"] + [
+        f"| {r['metric']} | {fmt(r['metric'], r['ml'])} | {fmt(r['metric'], r['rule_only'])} "
+        f"| {fmt(r['metric'], r.get('buy_and_hold_btc'))} |" for r in rep.comparison
     ]
     md = "\n".join(["# Main job", "## Out-of-sample backtest", *lines, "## Paper replay (Prefect flow runs)",
                     *[f"- {k}: {v}" for k, v in paper.items()], f"\nReport: `{rep.html}`"])

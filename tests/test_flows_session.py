@@ -33,3 +33,8 @@ def test_offline_session_when_one_day_replayed_then_24_scans_and_a_report(prefec
         rows = {r["metric"]: r for r in data["comparison"]}
         assert rows["start"]["ml"] == rows["start"]["rule_only"] and rows["end"]["ml"] == rows["end"]["rule_only"]
         assert rows["signals"]["ml"] == rows["signals"]["rule_only"]
+        # Buy-and-hold BTC over the same window is in the artifact's table beside ML and rule-only.
+        bh = rows["total_return"]["buy_and_hold_btc"]
+        assert bh is not None and f"| total_return | " in out["markdown"]
+        assert out["markdown"].splitlines()[2] == "| metric | ML | rule-only | buy-and-hold BTC |"
+        assert f"{bh:.2%} |" in next(line for line in out["markdown"].splitlines() if line.startswith("| total_return"))

@@ -74,9 +74,11 @@ def _print_session(out: dict[str, Any], seconds: float) -> None:
 
     from core.session_report import fmt
 
-    t = Table("metric", "ML", "rule-only", title="out-of-sample backtest: ML vs rule-only (same bars)")
+    t = Table("metric", "ML", "rule-only", "buy-and-hold BTC",
+              title="out-of-sample backtest: ML vs rule-only vs buy-and-hold BTC (same bars)")
     for r in out["comparison"]:
-        t.add_row(r["metric"], fmt(r["metric"], r["ml"]), fmt(r["metric"], r["rule_only"]))
+        m = r["metric"]
+        t.add_row(m, fmt(m, r["ml"]), fmt(m, r["rule_only"]), fmt(m, r.get("buy_and_hold_btc")))
     console.print(t)
     p = Table("paper replay (Prefect flow runs)", "", show_header=True)
     for k, v in out["paper"].items():
