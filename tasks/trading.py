@@ -165,9 +165,7 @@ def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -
         return _manage_live(rt, now, tf, dur, bar_duration, out)
     active = pf.open_positions()
     if active:
-        since = min((p.last_bar_ts + dur) if p.last_bar_ts else p.created_ts for p in active)
-        symbols = sorted({p.symbol for p in active})
-        bars = rt.store.read_many(symbols, tf, since, now).filter(pl.col("ts") + dur <= now)  # closed bars only
+        bars = _closed_bars(rt, active, tf, dur, now)
         for sym, o, h, lo, c, ts in bars.select("symbol", "open", "high", "low", "close", "ts").iter_rows():
             events = pf.on_bar(sym, Bar(ts, o, h, lo, c, bar_duration))
             out.bars_applied += 1
@@ -178,11 +176,15 @@ def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -
                 elif isinstance(ev, Exited):
                     out.exits.append(f"{sym} {ev.reason.value} @ {ev.price:.6g}")
                     rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) @ {ev.price:.6g}")
+    return _summarise(pf, out, "managed positions")
+
+
+def _summarise(pf: Any, out: ManageSummary, what: str) -> ManageSummary:
     out.open_positions = len(pf.open_positions())
     out.equity = pf.equity()
     get_run_logger().info(
-        "managed positions: %d bars, %d fills, exits %s, %d open, equity %.2f",
-        out.bars_applied, out.fills, out.exits, out.open_positions, out.equity,
+        "%s: %d bars, %d fills, exits %s, %d open, equity %.2f",
+        what, out.bars_applied, out.fills, out.exits, out.open_positions, out.equity,
     )
     return out
 
@@ -218,13 +220,7 @@ def _manage_live(rt: Runtime, now: datetime, tf: str, dur: Any, bar_duration: An
             rt.alerter.send(AlertKind.FILL, f"filled {ev.quantity:.6g} @ {ev.price:.6g} ({ev.client_order_id})")
         elif isinstance(ev, Exited):
             out.exits.append(f"{ev.reason.value} @ {ev.price:.6g}")
-    out.open_positions = len(pf.open_positions())
-    out.equity = pf.equity()
-    get_run_logger().info(
-        "managed live positions: %d bars, %d fills, exits %s, %d open, equity %.2f",
-        out.bars_applied, out.fills, out.exits, out.open_positions, out.equity,
-    )
-    return out
+    return _summarise(pf, out, "managed live positions")
 
 
 @task(name="reconcile_orders", **IO_RETRIES)
