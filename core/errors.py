@@ -23,11 +23,20 @@ class StrategyError(TradingSystemError):
     """Strategy code failed; re-raised from the cause."""
 
 
+class TemporaryError(TradingSystemError):
+    """A remote side failed in a way that may pass (timeout, connection error, 5xx, 429): the only
+    kind of error `core.retry` retries. `retry_after` is the server's requested wait, if it gave one."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class VenueError(TradingSystemError):
     """The venue refused or failed in a way that needs a person (bad credentials, rejected order)."""
 
 
-class TemporaryVenueError(VenueError):
+class TemporaryVenueError(VenueError, TemporaryError):
     """Timeout, connection error or 5xx: safe to retry after checking the order was not placed."""
 
 
@@ -37,3 +46,7 @@ class RateLimitedError(TemporaryVenueError):
 
 class FeedError(TradingSystemError):
     """The market-data feed failed in a way that needs a person (for example a rejected API key)."""
+
+
+class TemporaryFeedError(FeedError, TemporaryError):
+    """The feed's server timed out, dropped the connection, answered 5xx or rate-limited us: retry."""
