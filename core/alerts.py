@@ -1,9 +1,10 @@
 """Slack incoming-webhook alerts: data health, fills, exits, regime changes, flow failures.
 
 POST {"text": ..., "blocks": [...]} as JSON to the webhook URL (https://api.slack.com/messaging/webhooks).
-An alert must never break trading: every failure (timeout, connection error, 5xx, 429) is logged and
-retried a few times, honouring Retry-After on 429, and then given up; send() returns whether Slack took
-it and never raises. Without a configured URL, alerts are only logged. The URL is a secret (whoever has it
+An alert must never break trading: a timeout, connection error, 5xx or 429 is retried a few times under
+the project's one retry policy (`core.retry`, honouring Retry-After on 429, capped), any other 4xx (a bad
+or revoked hook) is not retried, and then the alert is given up and logged; send() returns whether Slack
+took it and never raises. Without a configured URL, alerts are only logged. The URL is a secret (whoever has it
 can post to the channel): it is kept as SecretStr and never logged.
 """
 
@@ -20,6 +21,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from core.errors import TemporaryError
+from core.retry import retry_after_seconds, retry_policy
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,14 @@ class _RedactWebhookPaths(logging.Filter):
 _httpx_log = logging.getLogger("httpx")
 if not any(isinstance(f, _RedactWebhookPaths) for f in _httpx_log.filters):
     _httpx_log.addFilter(_RedactWebhookPaths())
+
+
+class _SlackUnavailable(TemporaryError):
+    """Slack may take the alert later (timeout, connection error, 5xx, 429)."""
+
+
+class _SlackRefused(Exception):
+    """Slack refused the alert (a 4xx other than 429): retrying cannot help."""
 
 
 class AlertKind(StrEnum):
@@ -115,28 +126,36 @@ class SlackAlerter:
     def _post(self, kind: AlertKind, payload: dict[str, Any]) -> bool:
         assert self._url is not None
         url = self._url.get_secret_value()
-        for attempt in range(self.max_retries + 1):
-            delay = self.backoff * 2**attempt
+        tries = 0
+
+        def once() -> None:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                self.stats.retries += 1
             try:
                 response = httpx.post(url, json=payload, timeout=self.timeout)
             except httpx.HTTPError as exc:
-                reason = type(exc).__name__  # never str(exc): it may quote the URL
-            else:
-                if response.status_code < 300:
-                    self.stats.sent += 1
-                    return True
-                reason = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    try:
-                        delay = min(MAX_RETRY_AFTER, float(response.headers.get("Retry-After", delay)))
-                    except ValueError:
-                        pass
-                elif response.status_code < 500:
-                    break  # 4xx other than 429 (bad URL, revoked hook): retrying cannot help
-            if attempt < self.max_retries:
-                self.stats.retries += 1
-                log.warning("Slack %s alert failed (%s); retry %d/%d in %.2fs", kind.value, reason, attempt + 1, self.max_retries, delay)
-                self._sleep(delay)
-        self.stats.failed += 1
-        log.error("Slack %s alert not delivered (%s); it is in the log above", kind.value, reason)
-        return False
+                raise _SlackUnavailable(type(exc).__name__) from None  # never str(exc): it may quote the URL
+            status = response.status_code
+            if status == 429:
+                wait = retry_after_seconds(response.headers)
+                raise _SlackUnavailable("HTTP 429", retry_after=None if wait is None else min(MAX_RETRY_AFTER, wait))
+            if status >= 500:
+                raise _SlackUnavailable(f"HTTP {status}")
+            if status >= 300:
+                raise _SlackRefused(f"HTTP {status}")
+
+        policy = retry_policy(
+            what=f"Slack {kind.value} alert", attempts=self.max_retries + 1, initial=self.backoff,
+            cap=MAX_RETRY_AFTER, log=log, sleep=self._sleep,
+        )
+        try:
+            policy(once)
+        except Exception as exc:  # an alert must never raise into trading
+            self.stats.failed += 1
+            reason = str(exc) if isinstance(exc, (_SlackUnavailable, _SlackRefused)) else type(exc).__name__
+            log.error("Slack %s alert not delivered after %d attempt(s) (%s); it is in the log above", kind.value, tries, reason)
+            return False
+        self.stats.sent += 1
+        return True

@@ -12,12 +12,13 @@ Prefect task retries sit above this only for what the adapter does not retry its
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception_type,
@@ -69,6 +70,27 @@ def _wait(initial: float, cap: float) -> Callable[[RetryCallState], float]:
     return wait
 
 
+def _policy_kwargs(
+    what: str, attempts: int, initial: float, cap: float, log: logging.Logger | None
+) -> dict[str, object]:
+    if attempts < 1:
+        raise ValueError(f"{what}: attempts must be >= 1, got {attempts}")
+    logger = log or logging.getLogger("mlcrypto.retry")
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning("%s: %s; retry %d/%d in %.2fs", what, exc, state.attempt_number, attempts - 1, delay)
+
+    return {
+        "retry": retry_if_exception_type(TemporaryError),
+        "stop": stop_after_attempt(attempts),
+        "wait": _wait(initial, cap),
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
 def retry_policy(
     *,
     what: str,
@@ -81,26 +103,33 @@ def retry_policy(
     """A tenacity `Retrying` for `attempts` tries in all (>= 1), retrying only `TemporaryError`,
     waiting Retry-After when the error carries one, else exponential backoff with jitter from
     `initial` up to `cap` seconds. The last error is re-raised unchanged."""
-    if attempts < 1:
-        raise ValueError(f"{what}: attempts must be >= 1, got {attempts}")
-    logger = log or logging.getLogger("mlcrypto.retry")
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning("%s: %s; retry %d/%d in %.2fs", what, exc, state.attempt_number, attempts - 1, delay)
-
-    kwargs: dict[str, object] = {}
+    kwargs = _policy_kwargs(what, attempts, initial, cap, log)
     if sleep is not None:
         kwargs["sleep"] = sleep
-    return Retrying(
-        retry=retry_if_exception_type(TemporaryError),
-        stop=stop_after_attempt(attempts),
-        wait=_wait(initial, cap),
-        before_sleep=before_sleep,
-        reraise=True,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    return Retrying(**kwargs)  # type: ignore[arg-type]
+
+
+def async_retry_policy(
+    *,
+    what: str,
+    attempts: int,
+    initial: float = 0.5,
+    cap: float = 30.0,
+    log: logging.Logger | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> AsyncRetrying:
+    """`retry_policy` for coroutines (same rule, same waits), sleeping with `asyncio.sleep` by default:
+    `await async_retry_policy(...)(coro_fn)`."""
+    kwargs = _policy_kwargs(what, attempts, initial, cap, log)
+    if sleep is not None:
+        kwargs["sleep"] = sleep
+    return AsyncRetrying(**kwargs)  # type: ignore[arg-type]
+
+
+def capped_backoff(attempt: int, initial: float, cap: float) -> float:
+    """Delay before retry number `attempt` (0-based): initial x 2^attempt, never above cap. For loops
+    that are not request retries (a WebSocket's reconnects, which add their own jitter)."""
+    return min(cap, initial * 2**attempt)
 
 
 def call_with_retry(fn: Callable[[], T], **policy: object) -> T:
@@ -108,4 +137,11 @@ def call_with_retry(fn: Callable[[], T], **policy: object) -> T:
     return retry_policy(**policy)(fn)  # type: ignore[arg-type]
 
 
-__all__ = ["MAX_RETRY_AFTER_S", "call_with_retry", "retry_after_seconds", "retry_policy"]
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "async_retry_policy",
+    "call_with_retry",
+    "capped_backoff",
+    "retry_after_seconds",
+    "retry_policy",
+]

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from pydantic import SecretStr
 
-from core.alerts import AlertKind, SlackAlerter
+from core.alerts import MAX_RETRY_AFTER, AlertKind, SlackAlerter
 
 
 class Receiver:
@@ -76,7 +76,8 @@ def test_alert_when_500_then_retried_until_accepted(receiver):
     alerter, slept = _alerter(receiver.url)
     assert alerter.send(AlertKind.FLOW_FAILURE, "scan failed") is True
     assert [p["status"] for p in receiver.posts] == [500, 502, 200]
-    assert slept == [0.01, 0.02] and alerter.stats.retries == 2
+    # exponential backoff from 0.01 s with jitter of at most 0.01 s
+    assert 0.01 <= slept[0] <= 0.02 and 0.02 <= slept[1] <= 0.03 and alerter.stats.retries == 2
 
 
 def test_alert_when_429_then_honours_retry_after(receiver):
@@ -84,6 +85,20 @@ def test_alert_when_429_then_honours_retry_after(receiver):
     alerter, slept = _alerter(receiver.url)
     assert alerter.send(AlertKind.REGIME_CHANGE, "NORMAL -> PANIC") is True
     assert slept == [2.0]
+
+
+def test_alert_when_retry_after_too_long_then_waits_the_alert_cap(receiver):
+    receiver.script.append((429, {"Retry-After": "3600"}, 0.0))
+    alerter, slept = _alerter(receiver.url)
+    assert alerter.send(AlertKind.REGIME_CHANGE, "NORMAL -> PANIC") is True
+    assert slept == [MAX_RETRY_AFTER]
+
+
+def test_alert_when_hook_revoked_then_false_without_retry(receiver):
+    receiver.script.append((404, {}, 0.0))  # Slack answers 404 no_service for a deleted hook
+    alerter, slept = _alerter(receiver.url)
+    assert alerter.send(AlertKind.FILL, "x") is False
+    assert len(receiver.posts) == 1 and slept == [] and alerter.stats.failed == 1
 
 
 def test_alert_when_always_failing_or_timing_out_then_false_never_raises_url_never_logged(receiver, caplog):

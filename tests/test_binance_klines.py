@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import polars as pl
 import pytest
 
-from core.errors import FeedError
+from core.errors import FeedError, TemporaryFeedError
 from core.feeds.binance_klines import BinanceKlinesClient, backfill_binance, parse_klines
 from core.storage.duckdb_store import DuckDBStore
 
@@ -147,7 +147,8 @@ def test_fetch_when_429_418_503_then_backs_off_and_succeeds(binance) -> None:
     got = client.fetch("BTC", "1h", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
 
     assert len(got) == 24
-    assert sleeps == [7.0, 0.5, 1.0]  # Retry-After honoured, then exponential backoff
+    # Retry-After honoured, then exponential backoff from 0.25 s (retry n waits 0.25 x 2^(n-1) + jitter <= 0.25 s)
+    assert sleeps[0] == 7.0 and 0.5 <= sleeps[1] <= 0.75 and 1.0 <= sleeps[2] <= 1.25
     assert (client.metrics.retries, client.metrics.rate_limited, client.metrics.server_errors) == (3, 2, 1)
 
 
@@ -156,16 +157,33 @@ def test_fetch_when_server_keeps_failing_then_feed_error_after_max_retries(binan
     state.script = [(500, {}, "oops")] * 5
     client = _client(url, max_retries=2)
 
-    with pytest.raises(FeedError, match="still failing after 3 attempts"):
+    with pytest.raises(TemporaryFeedError, match="still failing after 3 attempts .HTTP 500"):
         client.fetch("BTC", "1h", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert len(state.requests) == 3
+
+
+def test_fetch_when_banned_longer_than_retry_cap_then_feed_error_without_retry(binance) -> None:
+    url, state = binance
+    state.script = [(418, {"Retry-After": "7200"}, "{}")]  # Binance: bans grow when a client comes back early
+    sleeps: list[float] = []
+    client = _client(url, sleeps)
+
+    with pytest.raises(FeedError, match="HTTP 418.*7200 s") as err:
+        client.fetch("BTC", "1h", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert not isinstance(err.value, TemporaryFeedError)
+    assert len(state.requests) == 1 and sleeps == []
 
 
 def test_fetch_when_invalid_symbol_then_feed_error_without_retry(binance) -> None:
     url, state = binance
     client = _client(url)
 
-    with pytest.raises(FeedError, match="HTTP 400.*Invalid symbol"):
+    with pytest.raises(FeedError, match="HTTP 400.*Invalid symbol") as err:
         client.fetch("NOPE", "1h", datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+
+    assert not isinstance(err.value, TemporaryFeedError)
 
     assert len(state.requests) == 1
 

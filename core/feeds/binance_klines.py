@@ -6,9 +6,9 @@ answers an array of klines, each an array (the raw shape, named BinanceKline bel
 [open time ms, open, high, low, close, volume, close time ms, quote volume, trades, taker base volume,
 taker quote volume, ignore], prices and volumes as strings. Pages are walked forward from the last open
 time; the still-open last kline (close time > now) is dropped, so only closed bars are stored.
-Retries: 429 (rate limit) and 418 (IP banned for ignoring 429s) honour Retry-After, 5xx and transport
-errors back off exponentially, up to http_max_retries; any other 4xx (e.g. an invalid symbol) raises
-FeedError at once.
+Retries follow `core.retry`: 429 (rate limit) and 418 (IP banned for ignoring 429s) honour Retry-After,
+5xx and transport errors back off exponentially with jitter, up to http_max_retries retries, then raise a
+TemporaryFeedError naming the attempts; any other 4xx (e.g. an invalid symbol) raises FeedError at once.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import httpx
 import polars as pl
 
 from core.domain import CANDLE_SCHEMA, timeframe_duration
-from core.errors import FeedError
-from core.feeds.http_retry import retry_after, retry_delay
+from core.errors import FeedError, TemporaryFeedError
+from core.retry import MAX_RETRY_AFTER_S, retry_after_seconds, retry_policy
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,38 +124,48 @@ class BinanceKlinesClient:
         self.close()
 
     def _get(self, params: dict[str, Any]) -> Any:
-        url = f"{self.base_url}/api/v3/klines"
-        attempt = 0
-        while True:
-            self.metrics.requests += 1
-            delay: float | None = None
-            try:
-                response = self._client.get(url, params=params)
-            except httpx.TransportError as exc:
-                reason = f"transport error {type(exc).__name__}"
-            else:
-                status = response.status_code
-                if status in (418, 429):
-                    self.metrics.rate_limited += 1
-                    reason = f"HTTP {status} rate limited"
-                    delay = retry_after(response.headers)
-                elif status >= 500:
-                    self.metrics.server_errors += 1
-                    reason = f"HTTP {status}"
-                elif status >= 400:
-                    raise FeedError(f"Binance answered HTTP {status} for {params.get('symbol')}: {response.text[:300]}")
-                else:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise FeedError(f"Binance answered non-JSON: {response.text[:200]!r}") from None
-            delay = retry_delay(
-                attempt, reason, what=f"Binance klines {params.get('symbol')}", max_retries=self.max_retries,
-                backoff=self.backoff, max_backoff=self.max_backoff, server_delay=delay, log=log,
-            )
-            attempt += 1
-            self.metrics.retries += 1
-            self.sleep(delay)
+        what = f"Binance klines {params.get('symbol')}"
+        policy = retry_policy(
+            what=what, attempts=self.max_retries + 1, initial=self.backoff, cap=self.max_backoff, log=log, sleep=self.sleep
+        )
+        tries = 0
+
+        def once() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                self.metrics.retries += 1
+            return self._get_once(params)
+
+        try:
+            return policy(once)
+        except TemporaryFeedError as exc:
+            raise TemporaryFeedError(f"{what} still failing after {tries} attempts ({exc})") from exc
+
+    def _get_once(self, params: dict[str, Any]) -> Any:
+        """One request: the JSON body, or TemporaryFeedError for what may pass, FeedError for what will not."""
+        self.metrics.requests += 1
+        try:
+            response = self._client.get(f"{self.base_url}/api/v3/klines", params=params)
+        except httpx.TransportError as exc:
+            raise TemporaryFeedError(f"transport error {type(exc).__name__}") from None
+        status = response.status_code
+        if status in (418, 429):
+            self.metrics.rate_limited += 1
+            wait = retry_after_seconds(response.headers)
+            if wait is not None and wait > MAX_RETRY_AFTER_S:
+                # Binance lengthens a ban (2 minutes up to 3 days) for clients that come back early.
+                raise FeedError(f"Binance HTTP {status}: this IP may not call again for {wait:.0f} s; not retrying")
+            raise TemporaryFeedError(f"HTTP {status} rate limited", retry_after=wait)
+        if status >= 500:
+            self.metrics.server_errors += 1
+            raise TemporaryFeedError(f"HTTP {status}")
+        if status >= 400:
+            raise FeedError(f"Binance answered HTTP {status} for {params.get('symbol')}: {response.text[:300]}")
+        try:
+            return response.json()
+        except ValueError:
+            raise FeedError(f"Binance answered non-JSON: {response.text[:200]!r}") from None
 
     def fetch(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pl.DataFrame:
         """Closed bars of `symbol` with start <= ts < end, all pages."""

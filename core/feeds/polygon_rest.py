@@ -5,14 +5,17 @@ GET {rest_url}/v2/aggs/ticker/X:<SYM><QUOTE>/range/1/minute/{from_ms}/{to_ms}?ad
 
 The key goes in the `Authorization: Bearer` header, which Polygon accepts in place of the `apiKey` query
 parameter: it never appears in a URL, so no URL we (or httpx) log can leak it, and next_url needs
-nothing appended. Retries: 429 (honouring Retry-After) and 5xx / transport errors back off
-exponentially up to `http_max_retries`; 401/403 raise FeedError at once (a retry cannot fix a key).
+nothing appended. Retries follow `core.retry`: 429 (honouring Retry-After), 5xx and transport errors
+are a `TemporaryFeedError`, retried with capped exponential backoff up to `http_max_retries` times and
+then raised as a `TemporaryFeedError` naming the attempts; 401/403 (a retry cannot fix a key) and any
+other 4xx raise FeedError at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,9 +25,9 @@ import httpx
 import polars as pl
 from pydantic import SecretStr
 
-from core.errors import FeedError
-from core.feeds.http_retry import retry_after, retry_delay
+from core.errors import FeedError, TemporaryFeedError
 from core.feeds.polygon_schemas import ParseCounters, empty_candles, parse_rest_results, ticker_for
+from core.retry import async_retry_policy, retry_after_seconds
 from core.settings import Settings
 from core.storage.base import CandleStore
 
@@ -58,6 +61,7 @@ class PolygonRestClient:
         backoff: float = 0.5,
         page_limit: int = 50_000,
         max_backoff: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.quote = quote
@@ -65,6 +69,7 @@ class PolygonRestClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.page_limit = page_limit
+        self.sleep = sleep
         self.metrics = RestMetrics()
         self.counters = ParseCounters()
         self._api_key = api_key
@@ -100,44 +105,53 @@ class PolygonRestClient:
 
     async def _get_json(self, url: str, params: dict[str, Any] | None) -> dict[str, Any]:
         shown = urlsplit(url).path  # log the path only: never a query string
-        attempt = 0
-        while True:
-            self.metrics.requests += 1
-            delay: float | None = None
-            try:
-                response = await self._client.get(url, params=params)
-            except httpx.TransportError as exc:
-                reason = f"transport error {type(exc).__name__}"
-            else:
-                status = response.status_code
-                if status in (401, 403):
-                    raise FeedError(
-                        f"Polygon refused the API key (HTTP {status}) for {shown}: check feed.polygon_api_key "
-                        "and that the plan includes crypto aggregates; not retrying"
-                    )
-                if status == 429:
-                    self.metrics.rate_limited += 1
-                    delay, reason = retry_after(response.headers), "HTTP 429 rate limited"
-                elif status >= 500:
-                    self.metrics.server_errors += 1
-                    reason = f"HTTP {status}"
-                elif status >= 400:
-                    raise FeedError(f"Polygon answered HTTP {status} for {shown}: {response.text[:300]}")
-                else:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        raise FeedError(f"Polygon answered non-JSON for {shown}: {response.text[:200]!r}") from None
-                    if not isinstance(body, dict):
-                        raise FeedError(f"Polygon answered an unexpected body for {shown}: {str(body)[:200]}")
-                    return body
-            delay = retry_delay(
-                attempt, reason, what=f"Polygon REST {shown}", max_retries=self.max_retries,
-                backoff=self.backoff, max_backoff=self.max_backoff, server_delay=delay, log=log,
+        what = f"Polygon REST {shown}"
+        attempts = self.max_retries + 1
+        policy = async_retry_policy(
+            what=what, attempts=attempts, initial=self.backoff, cap=self.max_backoff, log=log, sleep=self.sleep
+        )
+        tries = 0
+
+        async def once() -> dict[str, Any]:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                self.metrics.retries += 1
+            return await self._get_once(url, params, shown)
+
+        try:
+            return await policy(once)
+        except TemporaryFeedError as exc:
+            raise TemporaryFeedError(f"{what} still failing after {tries} attempts ({exc})") from exc
+
+    async def _get_once(self, url: str, params: dict[str, Any] | None, shown: str) -> dict[str, Any]:
+        """One request: the body, or TemporaryFeedError for what may pass, FeedError for what will not."""
+        self.metrics.requests += 1
+        try:
+            response = await self._client.get(url, params=params)
+        except httpx.TransportError as exc:
+            raise TemporaryFeedError(f"transport error {type(exc).__name__}") from None
+        status = response.status_code
+        if status in (401, 403):
+            raise FeedError(
+                f"Polygon refused the API key (HTTP {status}) for {shown}: check feed.polygon_api_key "
+                "and that the plan includes crypto aggregates; not retrying"
             )
-            attempt += 1
-            self.metrics.retries += 1
-            await asyncio.sleep(delay)
+        if status == 429:
+            self.metrics.rate_limited += 1
+            raise TemporaryFeedError("HTTP 429 rate limited", retry_after=retry_after_seconds(response.headers))
+        if status >= 500:
+            self.metrics.server_errors += 1
+            raise TemporaryFeedError(f"HTTP {status}")
+        if status >= 400:
+            raise FeedError(f"Polygon answered HTTP {status} for {shown}: {response.text[:300]}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise FeedError(f"Polygon answered non-JSON for {shown}: {response.text[:200]!r}") from None
+        if not isinstance(body, dict):
+            raise FeedError(f"Polygon answered an unexpected body for {shown}: {str(body)[:200]}")
+        return body
 
     async def fetch_minutes(self, symbol: str, start: datetime, end: datetime) -> pl.DataFrame:
         """1m candles of `symbol` with start <= ts <= end (inclusive, like Polygon), all pages."""

@@ -28,10 +28,10 @@ import websockets
 from pydantic import SecretStr
 
 from core.errors import FeedError
-from core.feeds.http_retry import capped_backoff
 from core.feeds.ingest import CandleWriter
 from core.feeds.polygon_rest import PolygonRestClient, repair_gaps
 from core.feeds.polygon_schemas import ParseCounters, pair_for, parse_ws_message
+from core.retry import capped_backoff
 
 log = logging.getLogger(__name__)
 
