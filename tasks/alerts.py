@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from core.alerts import AlertKind
+from tasks.retries import ADAPTER_RETRIED
 from tasks.runtime import Runtime
 
 
-@task(name="send_alert", retries=0, cache_policy=NO_CACHE)
+@task(name="send_alert", **ADAPTER_RETRIED)
 def send_alert(rt: Runtime, kind: str, title: str, lines: list[str] | None = None) -> bool:
     """The alerter retries on its own (timeouts, 5xx, 429 Retry-After) and logs instead of raising."""
     return rt.alerter.send(AlertKind(kind), title, lines or [])

@@ -1,7 +1,8 @@
 """Data tasks: store init and import, candle loading, the Great Expectations gate, ingest, backfill.
 
 Each task wraps one core call and adds what orchestration owns: retries with delays for what can
-fail transiently (store, network), a log line, and for the gate an artifact visible in the Prefect UI.
+fail transiently and no adapter retries itself (the store; see tasks/retries.py), a log line, and for
+the gate an artifact visible in the Prefect UI. Network calls are retried by their adapters (core.retry).
 Caching is off (NO_CACHE): the store is the cache, and Prefect's result store would pickle frames.
 """
 
@@ -13,13 +14,11 @@ from datetime import datetime, timedelta
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from core.domain import timeframe_duration
 from core.quality.results import GateReport
+from tasks.retries import ADAPTER_RETRIED, IO_RETRIES
 from tasks.runtime import Runtime
-
-IO_RETRIES = dict(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
 
 
 @task(name="init_store", **IO_RETRIES)
@@ -108,12 +107,12 @@ def ingest_bars(rt: Runtime, bars: pl.DataFrame) -> int:
     return rt.store.upsert_candles(bars) if bars.height else 0
 
 
-@task(name="ingest_stream", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+@task(name="ingest_stream", **(IO_RETRIES | dict(retries=2, retry_delay_seconds=[5, 30])))
 def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None, source: str = "auto") -> dict[str, int]:
     """Stream 1m aggregates into the store: Polygon when a key is set, else the local replay servers
     (started here, on the configured ports) speaking the same protocol. Runs until `seconds` elapse,
-    or forever when None (the long-running deployment). A rejected key raises FeedError (no retry storm:
-    Prefect's retries apply, with their delays)."""
+    or forever when None (the long-running deployment). The stream reconnects by itself; a rejected key
+    raises FeedError and is not retried (no retry storm); Prefect restarts it only after other failures."""
     from core.feeds.ingest import CandleWriter
     from core.feeds.polygon_rest import PolygonRestClient
     from core.feeds.polygon_ws import PolygonStreamClient
@@ -161,12 +160,13 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
     return stats
 
 
-@task(name="backfill_candles", **IO_RETRIES)
+@task(name="backfill_candles", **ADAPTER_RETRIED)
 def backfill_candles(
     rt: Runtime, symbols: list[str], start: datetime, end: datetime, source: str = "auto", timeframe: str = "1h"
 ) -> dict[str, int]:
     """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Binance
-    public klines (keyless). Both upsert idempotently, so a retried backfill writes no duplicate."""
+    public klines (keyless). The clients retry temporary failures themselves (core.retry), so Prefect
+    adds no retries. Both upsert idempotently, so a re-run backfill writes no duplicate."""
     s = rt.settings
     use_polygon = source == "polygon" or (source == "auto" and s.feed.polygon_api_key is not None)
     if use_polygon:

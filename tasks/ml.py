@@ -12,12 +12,12 @@ from typing import Any
 import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from tasks.retries import COMPUTE_RETRIES, IO_RETRIES
 from tasks.runtime import Runtime
 
-COMPUTE = dict(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-REGISTRY = dict(retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)  # MLflow store may be remote
+COMPUTE = COMPUTE_RETRIES
+REGISTRY = IO_RETRIES | dict(retry_delay_seconds=[2, 10, 30])  # MLflow store may be remote
 
 
 @task(name="load_training_bars", **REGISTRY)
