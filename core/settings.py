@@ -108,6 +108,9 @@ class StoreSettings(_Section):
 
 class DcaSettings(_Section):
     lookback: timedelta = timedelta(hours=4)
+    ema_period: int = Field(
+        default=50, ge=2, le=1000, description="EMA of the dist_ema model feature (trend context, not a rule)."
+    )
     min_drop: float = Field(default=0.05, gt=0, lt=1)
     rsi_max: float = Field(default=30.0, gt=0, lt=100)
     grid_levels: int = Field(default=5, ge=1, le=20)
@@ -144,7 +147,8 @@ class ChannelSettings(_Section):
     min_reward_risk: float = Field(default=1.5, gt=0)
     max_hold: timedelta = timedelta(hours=72)
     min_confidence: float = Field(default=0.30, ge=0, le=1)
-    allow_short: bool = False
+    # No allow_short: SPEC trades spot, long only, and the venues (paper spot book, Kraken spot through
+    # Hummingbot) cannot open a short, so a setting for it could not be obeyed (docs/strategies.md).
 
     @model_validator(mode="after")
     def _width_order(self) -> ChannelSettings:
@@ -188,7 +192,7 @@ class RiskSettings(_Section):
     target_volatility: float = Field(default=0.60, gt=0, description="Annualised target vol for sizing.")
     vol_scaler_min: float = Field(default=0.5, gt=0)
     vol_scaler_max: float = Field(default=1.5, gt=0)
-    vol_window_bars: int = Field(default=72, ge=2)
+    # Realised vol for the scaler is the signal's rvol_24h feature (24 h of bars, core.strategies.base).
     min_order_notional: float = Field(default=5.0, ge=0)
     positions_per_strategy: int = Field(
         default=2, ge=1, le=100, description="Budget share = allocation x equity / this (sizing)."

@@ -2,8 +2,9 @@
 
 Used for labels (every historical detection event) and by the backtester. The bars may be finer than
 the signal timeframe (e.g. 5m bars under a 1h signal); only bars starting at or after the signal bar's
-close are used, so nothing inside the signal bar leaks in. A hole in the data longer than
-MAX_BRIDGED_GAP ends the trade at the last close before it (END_OF_DATA): a label never bridges a hole.
+close are used, so nothing inside the signal bar leaks in. A hole in the data longer than the
+`strategy.max_bridged_gap` setting (the one detection uses) ends the trade at the last close before it
+(END_OF_DATA): a label never bridges a hole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from core.domain import ExitReason, OrderType, Scores, Signal, timeframe_duratio
 from core.errors import DataQualityError
 from core.positions import Bar, ManagedPosition, end_of_data, open_position, step
 from core.settings import Settings
-from core.strategies.base import MAX_BRIDGED_GAP  # same rule as detection: longer holes end a stretch
 
 SIM_BAR_COLUMNS = ("ts", "open", "high", "low", "close")
 
@@ -80,7 +80,8 @@ def _run(
     settings: Settings,
 ) -> TradeOutcome:
     """Step through the prepared bars (all start at/after pos.created_ts); mark out at the end."""
-    max_gap_us = (MAX_BRIDGED_GAP + duration) / timedelta(microseconds=1)
+    # Same rule as detection: a hole longer than the setting ends a stretch.
+    max_gap_us = (settings.strategy.max_bridged_gap + duration) / timedelta(microseconds=1)
     holes = np.flatnonzero(np.diff(ts_us) > max_gap_us)
     n = int(holes[0]) + 1 if holes.size else len(ts)  # stop at the first hole: never bridge it
     entry_i = -1

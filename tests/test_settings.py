@@ -44,7 +44,8 @@ def test_settings_when_defaults_then_equal_spec_numbers() -> None:
     assert (c.window_bars, c.min_touches_each, c.min_touches_total, c.touch_tolerance, c.touch_separation_bars) == (
         72, 2, 3, 0.005, 3)
     assert (c.min_width, c.max_width, c.entry_zone, c.target_zone, c.stop_below_support) == (0.03, 0.25, 0.30, 0.30, 0.01)
-    assert (c.min_reward_risk, c.min_confidence, c.allow_short) == (1.5, 0.30, False)
+    assert (c.min_reward_risk, c.min_confidence) == (1.5, 0.30)
+    assert "allow_short" not in type(c).model_fields  # spot, long only: see docs/strategies.md
     # 4. Manager, risk, execution
     r = s.risk
     assert (r.capital, r.allocation, r.max_positions, r.max_open_notional) == (
@@ -165,3 +166,10 @@ def test_settings_when_secrets_set_then_absent_from_repr_str_errors_and_fingerpr
     with pytest.raises(ConfigError, match=r"feed\.polygon_api_key: .*\(got <redacted>\)") as err:
         load_settings(feed={"polygon_api_key": 987654321})
     assert "987654321" not in str(err.value)
+
+
+@pytest.mark.parametrize("removed", [{"strategy": {"channel": {"allow_short": True}}}, {"risk": {"vol_window_bars": 48}}])
+def test_settings_when_removed_setting_given_then_config_error_instead_of_silently_ignored(removed) -> None:
+    # allow_short: spot venues cannot short; vol_window_bars: the scaler uses the rvol_24h feature.
+    with pytest.raises(ConfigError, match="allow_short|vol_window_bars"):
+        load_settings(**removed)

@@ -94,6 +94,23 @@ def test_simulate_trade_when_hole_in_data_then_trade_ends_before_it():
                                ExitReason.TRAILING_STOP)
 
 
+@pytest.mark.parametrize("bridged_hours, bridged", [(24, False), (48, True)])
+def test_simulate_trade_when_hole_longer_or_shorter_than_max_bridged_gap_setting_then_ends_or_bridges(
+    btc_1h, bridged_hours, bridged
+):
+    # A 30 h hole cut out of real bars 3 h after a swing entry: the setting (not a constant) decides.
+    hole = (SIG_TS + timedelta(hours=3), SIG_TS + timedelta(hours=33))
+    bars = btc_1h.filter((pl.col("ts") < hole[0]) | (pl.col("ts") >= hole[1]))
+    close = bars.filter(pl.col("ts") == SIG_TS).get_column("close")[0]
+    settings = load_settings(strategy={"max_bridged_gap": timedelta(hours=bridged_hours)})
+    out = simulate_trade(swing(SIG_TS, close), None, bars, settings)
+    assert out.filled and out.exit_ts is not None
+    if bridged:
+        assert out.exit_ts > hole[1]
+    else:
+        assert out.exit_reason is ExitReason.END_OF_DATA and out.exit_ts == hole[0]
+
+
 def test_simulate_trade_when_grid_never_reached_then_not_filled(btc_1h):
     # A grid 20% under the market: nothing fills before the 24h expiry.
     out = simulate_trade(dca(price=P * 0.8), None, btc_1h, S)

@@ -13,7 +13,7 @@ from core.strategies.base import checked_detect
 from core.strategies.dca import DcaStrategy
 from core.strategies.registry import detect_all, signals_from_frame
 from tests.strategy_candles import H, make_bars, real_candles, utc
-from tests.test_indicators import ref_rsi
+from tests.test_indicators import ref_ema, ref_rsi
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,13 @@ def test_dca_when_max_bridged_gap_setting_raised_then_48h_gap_is_bridged():
     ts = bars.get_column("ts").to_list()
     gapped = bars.with_columns(pl.Series("ts", ts[:18] + [t + timedelta(hours=48) for t in ts[18:]]))
     assert DcaStrategy.from_settings(settings.strategy).detect(gapped).row(-1, named=True)["signal"] is True
+
+
+@pytest.mark.parametrize("period", [50, 20])
+def test_dca_when_ema_period_setting_given_then_dist_ema_feature_uses_it(period):
+    settings = load_settings(strategy={"dca": {"ema_period": period}})
+    bars = real_candles(["BTC"], utc(2020, 12, 31), utc(2021, 1, 4, 12))
+    out = DcaStrategy.from_settings(settings.strategy).detect(bars)
+    closes = bars.get_column("close").to_list()
+    ema = ref_ema(closes, period)  # the TA-Lib reference EMA of test_indicators
+    assert out.get_column("dist_ema").to_list()[-1] == pytest.approx(closes[-1] / ema[-1] - 1, rel=1e-12)

@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 from core import indicators as ind
 from core.domain import StrategyName, bars_in, timeframe_duration
 from core.errors import DataQualityError, StrategyError
+from core.settings import StrategySettings
 
 # Plan columns every detector adds (besides its features), with their dtypes.
 PLAN_SCHEMA: dict[str, pl.DataType] = {
@@ -38,7 +39,8 @@ REQUIRED_BAR_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "clo
 
 # A hole longer than this starts a new stretch: every window (and the EMA/RSI recursions) restarts after
 # it, so no signal's lookback spans it. Shorter holes (exchange maintenance, <= a few hours) are bridged.
-MAX_BRIDGED_GAP = timedelta(hours=24)
+# The value is the setting's default (strategy.max_bridged_gap); strategies built from settings use the setting.
+MAX_BRIDGED_GAP: timedelta = StrategySettings().max_bridged_gap
 SEGMENT = "_segment"
 PARTITION = SEGMENT  # windows run per stretch; segment ids are unique across symbols
 COMMON_FEATURES: tuple[str, ...] = ("rsi", "atr_pct", "rvol_24h", "ret_24h", "liquidity_24h")

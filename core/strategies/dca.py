@@ -2,6 +2,7 @@
 
 drop = (max high over the last `lookback` - close) / that max >= min_drop AND RSI(14) < rsi_max.
 The lookback window ends at the signal bar and includes it (4h on 1h bars = bars t-3 .. t).
+Model features: drop_pct, volume_ratio and dist_ema (close / EMA(dca.ema_period) - 1, trend context).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class DcaStrategy:
     volume_avg_bars: int = 20
     max_gap: timedelta = MAX_BRIDGED_GAP
     name: StrategyName = StrategyName.DCA
-    feature_names: tuple[str, ...] = ("drop_pct", "volume_ratio", "dist_ema50", *COMMON_FEATURES)
+    feature_names: tuple[str, ...] = ("drop_pct", "volume_ratio", "dist_ema", *COMMON_FEATURES)
 
     @classmethod
     def from_settings(cls, s: StrategySettings) -> DcaStrategy:
@@ -46,7 +47,7 @@ class DcaStrategy:
         out = out.with_columns(
             ((max_high - pl.col("close")) / max_high).over(PARTITION).alias("drop_pct"),
             (pl.col("volume") / ind.volume_average(self.volume_avg_bars)).over(PARTITION).alias("volume_ratio"),
-            (pl.col("close") / ind.ema("close", 50) - 1).over(PARTITION).alias("dist_ema50"),
+            (pl.col("close") / ind.ema("close", c.ema_period) - 1).over(PARTITION).alias("dist_ema"),
         )
         return out.with_columns(
             ((pl.col("drop_pct") >= c.min_drop) & (pl.col("rsi") < c.rsi_max)).fill_null(False).alias("signal"),
