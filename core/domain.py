@@ -6,13 +6,12 @@ component boundaries one at a time (a signal to the manager, an order to a venue
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Columns and dtypes of every candle frame in the project.
 CANDLE_SCHEMA: dict[str, pl.DataType] = {
@@ -99,34 +98,6 @@ class ExitReason(StrEnum):
     RANGE_BREAK = "range_break"
     END_OF_DATA = "end_of_data"
     MANUAL = "manual"
-
-
-class Candle(_Frozen):
-    symbol: str = Field(min_length=1)
-    timeframe: str
-    ts: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @field_validator("ts")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return _require_utc(v)
-
-    @model_validator(mode="after")
-    def _ohlc(self) -> Candle:
-        prices = (self.open, self.high, self.low, self.close)
-        if any(not math.isfinite(p) or p <= 0 for p in prices):
-            raise ValueError(f"{self.symbol} {self.ts}: prices must be finite and > 0, got {prices}")
-        if self.high < max(self.open, self.close) or self.low > min(self.open, self.close) or self.high < self.low:
-            raise ValueError(f"{self.symbol} {self.ts}: inconsistent OHLC {prices}")
-        if not math.isfinite(self.volume) or self.volume < 0:
-            raise ValueError(f"{self.symbol} {self.ts}: volume must be finite and >= 0, got {self.volume}")
-        timeframe_duration(self.timeframe)
-        return self
 
 
 class TradePlan(_Frozen):
@@ -220,25 +191,6 @@ class Fill(_Frozen):
     quantity: float = Field(gt=0)
     fee: float = Field(ge=0)
     liquidity: str = "taker"  # maker | taker
-
-
-class Position(_Frozen):
-    position_id: str
-    symbol: str
-    strategy: StrategyName
-    opened_ts: datetime
-    quantity: float = 0.0
-    avg_price: float = 0.0
-    take_profit_price: float | None = None
-    stop_price: float | None = None
-    trailing_stop_pct: float | None = None
-    highest_price: float = 0.0
-    max_hold_until: datetime | None = None
-    range_support: float | None = None
-    range_resistance: float | None = None
-    fees_paid: float = 0.0
-    signal_id: str = ""
-    status: str = "open"  # pending (only resting entries) | open | closed
 
 
 class ClosedTrade(_Frozen):

@@ -28,7 +28,6 @@ from typing import Any, Literal, NamedTuple
 from core.domain import (
     ExitReason,
     OrderType,
-    Position,
     Scores,
     Side,
     Signal,
@@ -201,25 +200,6 @@ class ManagedPosition:
         d["hold"] = timedelta(seconds=float(d["hold"]))
         return cls(**d)
 
-    def to_domain(self) -> Position:
-        return Position(
-            position_id=self.position_id,
-            symbol=self.symbol,
-            strategy=self.strategy,
-            opened_ts=self.entry_ts or self.created_ts,
-            quantity=self.quantity,
-            avg_price=self.avg_price,
-            take_profit_price=self.take_profit_price if self.quantity else None,
-            stop_price=self.stop_price if self.quantity else None,
-            trailing_stop_pct=self.trailing_stop_pct,
-            highest_price=self.highest_price,
-            max_hold_until=self.max_hold_until,
-            range_support=self.range_support,
-            range_resistance=self.range_resistance,
-            fees_paid=self.fees,
-            signal_id=self.signal_id,
-            status=self.status,
-        )
 
 
 def _jsonable(v: Any) -> Any:
