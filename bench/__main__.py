@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
             continue
         for r in results:
             previous[r.name] = r.as_dict()
-            print(f"   {r.name:<55} {r.value:>14,.3f} {r.unit:<10} target {r.target:<12} {'-' if r.ok is None else 'ok' if r.ok else 'MISSED'}")
+            verdict = "-" if r.ok is None else "ok" if r.ok else "MISSED"
+            print(f"   {r.name:<55} {r.value:>14,.3f} {r.unit:<10} target {r.target:<12} {verdict}")
     rows = sorted(previous.values(), key=lambda r: r["name"])
     OUT.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{'benchmark':<55} {'value':>14} {'unit':<10} {'target':<12} ok")

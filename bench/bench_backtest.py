@@ -46,7 +46,8 @@ def bench_full_backtest() -> list[BenchResult]:
     result = run_backtest(bars, settings)
     seconds = time.perf_counter() - t0
     print(f"   full 1h file: {bars.height:,} bars, {bars['symbol'].n_unique()} symbols, {result.signals:,} signals, "
-          f"{result.trades.height:,} trades, {seconds:.2f} s; stages {', '.join(f'{k} {v:.2f}' for k, v in result.timings.items())}")
+          f"{result.trades.height:,} trades, {seconds:.2f} s; "
+          f"stages {', '.join(f'{k} {v:.2f}' for k, v in result.timings.items())}")
     return [
         BenchResult("backtest.full_1h_file.seconds", seconds, "s", "<= 15"),
         # CPU seconds of the process (all threads): what the run costs when the 2 cores are not shared.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 from core import indicators as ind
 from core.domain import Regime, bars_in, timeframe_duration
@@ -145,8 +146,8 @@ def regime_frame(bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: i
     hit = {g: pl.any_horizontal([c.fill_null(False) for c, _ in cs]) for g, cs in conds.items()}
     why = {g: pl.concat_str([pl.when(c.fill_null(False)).then(t) for c, t in cs], separator="; ", ignore_nulls=True)
            for g, cs in conds.items()}
-    regime = pl.when(hit[Regime.PANIC]).then(pl.lit(Regime.PANIC.value))
-    reason = pl.when(hit[Regime.PANIC]).then(why[Regime.PANIC])
+    regime: Then | ChainedThen = pl.when(hit[Regime.PANIC]).then(pl.lit(Regime.PANIC.value))
+    reason: Then | ChainedThen = pl.when(hit[Regime.PANIC]).then(why[Regime.PANIC])
     for g in (Regime.CAUTION, Regime.EUPHORIA):
         regime = regime.when(hit[g]).then(pl.lit(g.value))
         reason = reason.when(hit[g]).then(why[g])

@@ -58,6 +58,6 @@ def resample(frame: pl.DataFrame, to_timeframe: str, *, max_missing: int = 0) ->
         buckets.filter(complete)
         .with_columns(ts=pl.col("bucket"), timeframe=pl.lit(to_timeframe))
         .select(list(CANDLE_SCHEMA))
-        .cast(CANDLE_SCHEMA)
+        .cast(pl.Schema(CANDLE_SCHEMA))
         .sort("symbol", "ts")
     )

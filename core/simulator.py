@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -167,8 +167,8 @@ def simulate_trade(
         duration = timeframe_duration(str(bars.get_column("timeframe")[0]))
     else:
         duration = _infer_duration(ts_us, timeframe_duration(signal.timeframe))
-    cols = [bars.get_column(k).cast(pl.Float64).to_list() for k in ("open", "high", "low", "close")]
-    return _run(pos, bars.get_column("ts").to_list(), ts_us, *cols, duration, settings)
+    o, h, lo, c = (bars.get_column(k).cast(pl.Float64).to_list() for k in ("open", "high", "low", "close"))
+    return _run(pos, bars.get_column("ts").to_list(), ts_us, o, h, lo, c, duration, settings)
 
 
 def simulate_many(
@@ -231,7 +231,7 @@ def simulate_many(
     return pl.DataFrame(rows, schema=OUTCOME_SCHEMA)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     "signal_id": pl.Utf8(),

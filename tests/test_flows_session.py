@@ -35,6 +35,6 @@ def test_offline_session_when_one_day_replayed_then_24_scans_and_a_report(prefec
         assert rows["signals"]["ml"] == rows["signals"]["rule_only"]
         # Buy-and-hold BTC over the same window is in the artifact's table beside ML and rule-only.
         bh = rows["total_return"]["buy_and_hold_btc"]
-        assert bh is not None and f"| total_return | " in out["markdown"]
+        assert bh is not None and "| total_return | " in out["markdown"]
         assert out["markdown"].splitlines()[2] == "| metric | ML | rule-only | buy-and-hold BTC |"
         assert f"{bh:.2%} |" in next(line for line in out["markdown"].splitlines() if line.startswith("| total_return"))

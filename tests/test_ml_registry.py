@@ -161,7 +161,7 @@ def test_scorer_when_champion_then_scores_equal_model_predictions(trained, bars,
     # Arrange
     settings, version, _ = champion
     scorer = MLScorer(settings)
-    for t, rows, upto in _signals_at(bars, events):
+    for _t, rows, upto in _signals_at(bars, events):
         signals = signals_from_frame(rows)
         scorer.observe_bars(upto)  # context at t, from bars <= t only
         # Act

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import cast
 
 import polars as pl
 
@@ -57,16 +58,16 @@ def sharpe(daily_equity: pl.Series) -> float | None:
     if rets.len() < 2:
         return None
     sd = rets.std(ddof=1)
-    if sd is None or not sd > 0:
+    if not isinstance(sd, float) or not sd > 0:
         return None
-    return float(rets.mean() / sd * math.sqrt(DAYS_PER_YEAR))
+    return cast(float, rets.mean()) / sd * math.sqrt(DAYS_PER_YEAR)
 
 
 def max_drawdown(equity: pl.Series) -> float:
     if equity.len() == 0:
         return 0.0
     peak = equity.cum_max()
-    return float(((peak - equity) / peak).max() or 0.0)
+    return float(cast(float | None, ((peak - equity) / peak).max()) or 0.0)
 
 
 def _realised_curve(trades: pl.DataFrame, capital: float) -> pl.DataFrame:
@@ -102,8 +103,8 @@ def group_table(trades: pl.DataFrame, by: str, capital: float, start: datetime, 
 
 def summary(trades: pl.DataFrame, equity: pl.DataFrame, capital: float, start: datetime, end: datetime) -> dict:
     """Whole-book statistics; equity has columns ts, cash, equity, open_notional."""
-    curve = pl.concat([pl.DataFrame({"ts": [start], "equity": [capital]}, schema={"ts": pl.Datetime("us", "UTC"), "equity": pl.Float64}),
-                       equity.select("ts", "equity")])
+    first = pl.DataFrame({"ts": [start], "equity": [capital]}, schema={"ts": pl.Datetime("us", "UTC"), "equity": pl.Float64})
+    curve = pl.concat([first, equity.select("ts", "equity")])
     daily = daily_curve(curve, start, end)
     final = float(curve["equity"][-1])
     wins = trades.filter(pl.col("net_pnl") > 0)
@@ -127,5 +128,7 @@ def summary(trades: pl.DataFrame, equity: pl.DataFrame, capital: float, start: d
         "sharpe": sharpe(daily),
         "max_drawdown": max_drawdown(curve["equity"]),
         "exposure": float(time_weighted or 0.0) / (capital * duration_s),
-        "mean_open_notional_share": float((equity["open_notional"] / equity["equity"]).mean() or 0.0) if equity.height else 0.0,
+        "mean_open_notional_share": (
+            float(cast(float | None, (equity["open_notional"] / equity["equity"]).mean()) or 0.0) if equity.height else 0.0
+        ),
     }

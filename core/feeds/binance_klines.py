@@ -67,7 +67,7 @@ def parse_klines(body: Any, symbol: str, timeframe: str, now: datetime) -> pl.Da
         )
     except pl.exceptions.PolarsError as exc:
         raise FeedError(f"Binance klines for {symbol}: unparseable values ({exc})") from None
-    return frame.filter(pl.col("close_time") <= _ms(now)).drop("close_time").cast(CANDLE_SCHEMA)
+    return frame.filter(pl.col("close_time") <= _ms(now)).drop("close_time").cast(pl.Schema(CANDLE_SCHEMA))
 
 
 @dataclass

@@ -78,7 +78,9 @@ class PolygonRestClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, base_url: str | None = None, api_key: SecretStr | None = None) -> PolygonRestClient:
+    def from_settings(
+        cls, settings: Settings, *, base_url: str | None = None, api_key: SecretStr | None = None
+    ) -> PolygonRestClient:
         key = api_key or settings.feed.polygon_api_key
         if key is None:
             raise FeedError("no Polygon API key: set feed.polygon_api_key (MLCRYPTO_FEED__POLYGON_API_KEY)")

@@ -128,7 +128,8 @@ class CandleGate:
         for res in outcome.results:
             if res.success:
                 continue
-            name = (res.expectation_config.meta or {}).get("name", res.expectation_config.type)
+            cfg = res.expectation_config
+            name = (cfg.meta or {}).get("name", cfg.type) if cfg is not None else "unnamed expectation"
             idx = res.result.get("unexpected_index_list") or []
             if res.exception_info and res.exception_info.get("raised_exception"):
                 raise DataQualityError(f"gate expectation {name} could not run: {res.exception_info}")

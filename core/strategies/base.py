@@ -48,8 +48,14 @@ COMMON_FEATURES: tuple[str, ...] = ("rsi", "atr_pct", "rvol_24h", "ret_24h", "li
 
 @runtime_checkable
 class Strategy(Protocol):
-    name: StrategyName
-    feature_names: tuple[str, ...]  # the feature columns this strategy adds (the ML inputs)
+    # Read-only members, so frozen dataclasses satisfy the protocol.
+    @property
+    def name(self) -> StrategyName: ...
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature columns this strategy adds (the ML inputs)."""
+        ...
 
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
         """Same rows, same order, plus feature columns, `signal` and the plan columns."""

@@ -42,7 +42,8 @@ def _when(value: str | None, name: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO date/time, e.g. 2024-01-01 or 2024-01-01T12:00", param_hint=name) from None
+        message = f"{value!r} is not an ISO date/time, e.g. 2024-01-01 or 2024-01-01T12:00"
+        raise typer.BadParameter(message, param_hint=name) from None
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 

@@ -26,7 +26,9 @@ from deployments.commands.data import _fail, _settings, _split, _store, _when
 console = Console()
 err = Console(stderr=True)
 
-SymbolsOpt = Annotated[list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeat or comma-separate); default: data.symbols.")]
+SymbolsOpt = Annotated[
+    list[str] | None, typer.Option("--symbols", "-s", help="Symbols (repeat or comma-separate); default: data.symbols.")
+]
 
 
 def _symbols(values: list[str] | None, settings: Settings) -> list[str]:
@@ -74,7 +76,10 @@ def stream(
 def replay_server(
     symbols: SymbolsOpt = None,
     speed: Annotated[float | None, typer.Option(help="1 = real time, N = N times faster, 0 = as fast as possible.")] = None,
-    start: Annotated[str | None, typer.Option(help="Where the replay clock starts (ISO, UTC); earlier bars are history, served by REST only.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Where the replay clock starts (ISO, UTC); earlier bars are history, served by REST only."),
+    ] = None,
     end: Annotated[str | None, typer.Option(help="End of the replay, exclusive (ISO, UTC).")] = None,
     path: Annotated[Path | None, typer.Option(help="Parquet of 1m candles (default: data_dir/ohlcv_1m.parquet).")] = None,
     from_store: Annotated[bool, typer.Option("--from-store", help="Replay the store's 1m candles instead.")] = False,
@@ -107,7 +112,9 @@ def replay_server(
             async with ws:
                 console.print(f"{len(tape)} bars recorded; replay from {start or 'the first bar'} on {ws.url} "
                               f"(REST {rest.url}); waiting for a subscriber")
-                waits = [asyncio.ensure_future(stop.wait())] + ([asyncio.ensure_future(ws.finished.wait())] if exit_when_done else [])
+                waits = [asyncio.ensure_future(stop.wait())]
+                if exit_when_done:
+                    waits.append(asyncio.ensure_future(ws.finished.wait()))
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for w in waits:
                     w.cancel()

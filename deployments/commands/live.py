@@ -48,7 +48,9 @@ def venue_status() -> None:
         orders = venue.open_orders()
     ex = settings.execution
     console = Console()
-    console.print(f"Hummingbot {ex.hummingbot_url} account={ex.hummingbot_account} connector={ex.hummingbot_connector} mode={ex.mode}")
+    console.print(
+        f"Hummingbot {ex.hummingbot_url} account={ex.hummingbot_account} connector={ex.hummingbot_connector} mode={ex.mode}"
+    )
     table = Table("token", "units", "available")
     for token, units in sorted(balances.items()):
         table.add_row(token, f"{units:,.8g}", f"{available.get(token, units):,.8g}")
@@ -68,7 +70,8 @@ def reconcile(
     with _venue(settings) as venue:
         report = reconcile_journal(venue, venue.journal)
     if as_json:
-        payload = {k: v for k, v in report.__dict__.items() if k != "since"} | {"since": report.since.isoformat(), "clean": report.clean}
+        payload = {k: v for k, v in report.__dict__.items() if k != "since"}
+        payload |= {"since": report.since.isoformat(), "clean": report.clean}
         typer.echo(json.dumps(payload, indent=2, default=str))
     else:
         Console().print(report.summary())

@@ -34,7 +34,9 @@ def _settings() -> Settings:
 # --- the main job -------------------------------------------------------------------------------------
 
 
-def run_main_job(days: int | None = None, step_hours: int | None = None, train: str = "auto", verbose: bool = False) -> dict[str, Any]:
+def run_main_job(
+    days: int | None = None, step_hours: int | None = None, train: str = "auto", verbose: bool = False
+) -> dict[str, Any]:
     """`mlcrypto run`: the offline session as Prefect flow runs, then the report in the terminal."""
     from deployments.prefect_env import configure
 
@@ -127,14 +129,16 @@ def up(
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         port = str(settings.schedule.prefect_port)
-        procs.append(("prefect server", _spawn([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port], env, logs / "prefect-server.log")))
+        server_cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
+        procs.append(("prefect server", _spawn(server_cmd, env, logs / "prefect-server.log")))
         if not _wait_http(api.removesuffix("/api") + "/api/health", 180):
             raise typer.Exit(_fail_up(f"the Prefect server did not answer on {api}; see {logs / 'prefect-server.log'}"))
         console.print(f"Prefect UI     http://127.0.0.1:{port}")
         ensure_ledger_limit(env)
         ml_port = settings.schedule.mlflow_ui_url.rsplit(":", 1)[-1].strip("/")
-        procs.append(("mlflow ui", _spawn([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                                           "--host", "127.0.0.1", "--port", ml_port], env, logs / "mlflow-ui.log")))
+        mlflow_cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
+                      "--host", "127.0.0.1", "--port", ml_port]
+        procs.append(("mlflow ui", _spawn(mlflow_cmd, env, logs / "mlflow-ui.log")))
         console.print(f"MLflow UI      {settings.schedule.mlflow_ui_url}")
         procs.append(("serve", _spawn([sys.executable, "-m", "deployments.serve"], env, logs / "serve.log")))
         console.print(f"deployments    served from this machine (log {logs / 'serve.log'})")
@@ -187,7 +191,8 @@ def _start_stream(env: dict[str, str], settings: Settings) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     source = "Polygon" if settings.feed.polygon_api_key is not None else "the local replay"
-    console.print(f"stream         streaming-ingest from {source} (flow run {out.stdout.strip() or 'not started: ' + out.stderr[-200:]})")
+    run_id = out.stdout.strip() or "not started: " + out.stderr[-200:]
+    console.print(f"stream         streaming-ingest from {source} (flow run {run_id})")
 
 
 def serve() -> None:
@@ -223,7 +228,8 @@ def check_deployments(settings: Settings, path: Path | None = None) -> list[str]
         if spec.name in CRON_SETTING:
             want = getattr(settings.schedule, CRON_SETTING[spec.name])
             if spec.crons != (want,):
-                problems.append(f"{spec.name}: prefect.yaml cron {spec.crons} != settings schedule.{CRON_SETTING[spec.name]} {want!r}")
+                setting = f"schedule.{CRON_SETTING[spec.name]}"
+                problems.append(f"{spec.name}: prefect.yaml cron {spec.crons} != settings {setting} {want!r}")
     return problems
 
 
@@ -236,11 +242,14 @@ def deploy_all(
     subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cwd=cwd, env=env,
                    capture_output=True, text=True, timeout=timeout)
     ensure_ledger_limit(env, cwd)
-    return subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    cmd = [prefect, "--no-prompt", "deploy", "--all"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def deploy_check(
-    deploy: Annotated[bool, typer.Option(help="Also run `prefect deploy --all` against PREFECT_API_URL (or localhost:4200).")] = False,
+    deploy: Annotated[
+        bool, typer.Option(help="Also run `prefect deploy --all` against PREFECT_API_URL (or localhost:4200).")
+    ] = False,
 ) -> None:
     """Validate prefect.yaml: schema, importable entrypoints, schedules equal to the settings."""
     from deployments.prefect_env import api_url

@@ -93,7 +93,8 @@ def _session(
         bar, update = _progress_bar(f"{kind} {timeframe}")
         try:
             _, report = run_session(
-                store, settings, read=read, execution=execution, kind=kind, symbols=symbols, timeframe=timeframe, start=start, end=end,
+                store, settings, read=read, execution=execution, kind=kind, symbols=symbols, timeframe=timeframe,
+                start=start, end=end,
                 exit_timeframe=None if exit_timeframe.lower() == "none" else exit_timeframe, progress=update,
             )
         finally:
@@ -137,7 +138,9 @@ def paper(
 
 
 def run(
-    days: Annotated[int | None, typer.Option(min=1, help="Days replayed as Prefect flow runs (default schedule.replay_days).")] = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, help="Days replayed as Prefect flow runs (default schedule.replay_days).")
+    ] = None,
     step_hours: Annotated[int | None, typer.Option(min=1, help="Simulated hours per scan flow run (default 1).")] = None,
     train: Annotated[str, typer.Option(help="auto (train when no champion) | always | never (rule-only).")] = "auto",
     verbose: Annotated[bool, typer.Option(help="Show Prefect's INFO logs.")] = False,
