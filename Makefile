@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench up clean
+.PHONY: setup run test lint bench up clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# House rules (docs/development.md): ruff, the import contracts, mypy on core/ and models/. All three run;
+# the target fails if any failed.
+lint: $(STAMP)
+	@status=0; \
+	echo "== ruff"; $(BIN)/ruff check . || status=1; \
+	echo "== import contracts"; $(BIN)/lint-imports || status=1; \
+	echo "== mypy"; $(BIN)/mypy || status=1; \
+	exit $$status
 
 bench: $(STAMP)
 	MLCRYPTO_BENCH_MAIN_JOB=$${MLCRYPTO_BENCH_MAIN_JOB:-1} $(BIN)/python -m bench
