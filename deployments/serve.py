@@ -1,6 +1,8 @@
 """Serve every deployment of prefect.yaml from this process: `python -m deployments.serve` (what
-`mlcrypto serve` and `mlcrypto up` run). prefect.yaml is the one list of deployments; the schedules
-come from the settings (schedule.*), whose defaults equal the crons written in prefect.yaml.
+`mlcrypto serve` and `mlcrypto up` run). prefect.yaml is the one list of deployments; the settings
+(schedule.*) are the one source of the schedules: serve reads them, `render_prefect_yaml` writes them
+into prefect.yaml (`mlcrypto deploy-check --write`), and `mlcrypto deploy-check` and the tests fail
+when the file disagrees with them.
 
 Serving needs no work pool or worker: this process polls the API server and runs the flows itself.
 """
@@ -8,6 +10,7 @@ Serving needs no work pool or worker: this process polls the API server and runs
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,24 @@ def read_specs(path: Path = PREFECT_YAML) -> list[DeploymentSpec]:
             d.get("description", ""), d.get("concurrency_limit"),
         ))
     return out
+
+
+_DEPLOYMENT = re.compile(r"^  - name: (?P<name>\S+)\s*$")
+_CRON = re.compile(r'^(?P<lead>\s+- cron: )"[^"]*"(?P<rest>.*)$')
+
+
+def render_prefect_yaml(settings: Settings, text: str) -> str:
+    """prefect.yaml `text` with each scheduled deployment's cron replaced by its setting; everything
+    else (comments and layout included) unchanged."""
+    out, current = [], None
+    for line in text.splitlines(keepends=True):
+        if m := _DEPLOYMENT.match(line):
+            current = m["name"]
+        elif current in CRON_SETTING and (c := _CRON.match(line.rstrip("\n"))):
+            cron = getattr(settings.schedule, CRON_SETTING[current])
+            line = f'{c["lead"]}"{cron}"{c["rest"]}\n'
+        out.append(line)
+    return "".join(out)
 
 
 def load_flow(entrypoint: str, root: Path = PROJECT_ROOT) -> Any:

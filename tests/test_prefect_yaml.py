@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT, load_settings
-from deployments.commands.ops import check_deployments, deploy_all
-from deployments.serve import CRON_SETTING, PREFECT_YAML, load_flow, read_specs
+from deployments.commands.ops import check_deployments, deploy_all, write_schedules
+from deployments.serve import CRON_SETTING, PREFECT_YAML, load_flow, read_specs, render_prefect_yaml
 
 EXPECTED = {"streaming-ingest", "scan-and-trade", "manage-positions", "data-health", "weekly-retrain", "backfill",
             "backtest", "offline-session"}
@@ -73,3 +73,20 @@ def test_prefect_deploy_all_when_local_server_then_every_deployment_registered_a
 
 def _flow_name(deployment: str) -> str:
     return load_flow(next(s.entrypoint for s in read_specs() if s.name == deployment)).name
+
+
+def test_write_schedules_when_settings_change_a_cron_then_prefect_yaml_follows_and_checks_clean(tmp_path: Path) -> None:
+    # Arrange: a copy of prefect.yaml, and settings whose scan cron differs from it
+    copy = tmp_path / "prefect.yaml"
+    copy.write_text(PREFECT_YAML.read_text())
+    settings = load_settings(schedule={"scan_cron": "*/10 * * * *", "retrain_cron": "0 4 * * 2"})
+    assert any("scan-and-trade" in p for p in check_deployments(settings, copy))  # disagreement is caught
+    # Act
+    changed = write_schedules(settings, copy)
+    # Assert: only the two cron lines changed; the file now agrees with the settings
+    specs = {s.name: s for s in read_specs(copy)}
+    assert changed and check_deployments(settings, copy) == []
+    assert specs["scan-and-trade"].crons == ("*/10 * * * *",) and specs["weekly-retrain"].crons == ("0 4 * * 2",)
+    before, after = PREFECT_YAML.read_text().splitlines(), copy.read_text().splitlines()
+    assert len(before) == len(after) and sum(a != b for a, b in zip(before, after, strict=True)) == 2
+    assert render_prefect_yaml(load_settings(), PREFECT_YAML.read_text()) == PREFECT_YAML.read_text()  # shipped = defaults

@@ -246,15 +246,33 @@ def deploy_all(
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def write_schedules(settings: Settings, path: Path | None = None) -> bool:
+    """Write the settings' crons (schedule.*) into prefect.yaml; True when the file changed."""
+    from deployments.serve import PREFECT_YAML, render_prefect_yaml
+
+    path = path or PREFECT_YAML
+    text = path.read_text()
+    rendered = render_prefect_yaml(settings, text)
+    if rendered != text:
+        path.write_text(rendered)
+    return rendered != text
+
+
 def deploy_check(
     deploy: Annotated[
         bool, typer.Option(help="Also run `prefect deploy --all` against PREFECT_API_URL (or localhost:4200).")
     ] = False,
+    write: Annotated[
+        bool, typer.Option(help="First write the schedules of the settings (schedule.*) into prefect.yaml.")
+    ] = False,
 ) -> None:
-    """Validate prefect.yaml: schema, importable entrypoints, schedules equal to the settings."""
+    """Validate prefect.yaml: schema, importable entrypoints, schedules equal to the settings (the one
+    source of the crons; `--write` copies them into prefect.yaml). `--deploy` runs only when it passes."""
     from deployments.prefect_env import api_url
 
     settings = _settings()
+    if write and write_schedules(settings):
+        console.print("prefect.yaml: schedules rewritten from the settings")
     problems = check_deployments(settings)
     for p in problems:
         console.print(f"[red]{p}[/red]")
