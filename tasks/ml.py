@@ -77,7 +77,7 @@ def evaluate_models(rt: Runtime, reports: list[Any]) -> list[dict[str, Any]]:
 def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any]) -> dict[str, str]:
     """Log each trained model to MLflow (params incl. the settings fingerprint, metrics, plots, model
     with signature) and register it as the `challenger` version."""
-    from models.registry import log_training_run
+    from models.run_log import log_training_run
 
     versions = {}
     for r in reports:
@@ -95,7 +95,7 @@ def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any])
 @task(name="promote_if_better", **REGISTRY)
 def promote_if_better(rt: Runtime, strategies: list[str]) -> list[dict[str, Any]]:
     """Promote each challenger whose OOS backtest beats the champion's on the same window."""
-    from models.registry import promote
+    from models.promotion import promote
 
     out = []
     for s in strategies:
@@ -113,7 +113,7 @@ def promote_if_better(rt: Runtime, strategies: list[str]) -> list[dict[str, Any]
 @task(name="model_versions", **REGISTRY)
 def model_versions(rt: Runtime, strategies: list[str]) -> dict[str, str | None]:
     """The champion version per strategy (None: rule-only defaults apply)."""
-    from models.registry import CHAMPION, alias_version, client, model_name
+    from models.tracking import CHAMPION, alias_version, client, model_name
 
     c = client(rt.settings)
     return {s: alias_version(c, model_name(s, rt.settings), CHAMPION) for s in strategies}

@@ -15,8 +15,11 @@ from core.scoring import RuleOnlyScorer
 from core.settings import Settings, load_settings
 from core.strategies.registry import signals_from_frame
 from models.dataset import StrategyEvents, build_events
+from models.packaging import download_version
 from models.pipeline import TrainingReport, train_strategy
-from models.registry import CHALLENGER, CHAMPION, alias_version, log_training_run, model_name, promote
+from models.promotion import promote
+from models.run_log import log_training_run
+from models.tracking import CHALLENGER, CHAMPION, alias_version, model_name
 from models.scorer import MLScorer
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
@@ -84,7 +87,7 @@ def test_log_training_run_when_logged_then_params_metrics_plots_and_model_record
     arts = {a.path for d in ("plots", "evaluation") for a in c.list_artifacts(run.info.run_id, d)}
     assert {"plots/feature_importance.png", "plots/calibration.png", "plots/oos_equity.png",
             "evaluation/oos_predictions.parquet", "evaluation/oos_equity_ml.parquet"} <= arts
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    info = mlflow.models.Model.load(download_version(c, name, version))  # the package's MLmodel
     assert info.signature is not None and "coin_vol_30d" in info.signature.inputs.input_names()
     assert info.saved_input_example_info is not None
 
@@ -213,3 +216,31 @@ def test_scorer_when_mixed_batch_then_order_kept_and_other_strategies_rule_only(
     rev = MLScorer(settings).score(list(reversed(signals)))
     assert rev == list(reversed(scores))
     assert np.isfinite([sc.confidence for sc in scores]).all()
+
+
+def test_log_promote_score_when_process_points_elsewhere_then_nothing_leaks_there(
+    trained, bars, events, store_dir, tmp_path, monkeypatch
+) -> None:
+    # Arrange: the process-wide MLflow store (what the fluent API would use) is another sqlite file.
+    import os
+
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    settings = _settings(store_dir, "t9")
+    # Act: log two versions, promote, score with the champion.
+    _log(trained, events, settings)
+    assert promote("dca", settings).promoted
+    _log(trained, events, settings, bt_shift=0.5)
+    assert promote("dca", settings).promoted
+    _, rows, upto = _signals_at(bars, events, 1)[0]
+    scorer = MLScorer(settings)
+    scorer.observe_bars(upto)
+    scores = scorer.score(signals_from_frame(rows))
+    # Assert: everything went to the settings' store; the process-wide URIs are what they were.
+    assert {s.model_version for s in scores} == {f"{model_name('dca', settings)}/2"}
+    assert mlflow.get_tracking_uri() == elsewhere and os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.active_run() is None
+    assert [e.name for e in MlflowClient(elsewhere).search_experiments()] == ["Default"]
+    assert MlflowClient(elsewhere).search_registered_models() == []

@@ -21,7 +21,9 @@ from core.settings import Settings, load_settings
 from core.strategies.registry import detect_all, signals_from_frame
 from models.dataset import build_events, load_history
 from models.pipeline import train_strategy
-from models.registry import CHAMPION, log_training_run, model_name, promote
+from models.promotion import promote
+from models.run_log import log_training_run
+from models.tracking import CHAMPION, model_name
 from models.scorer import MLScorer
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
