@@ -19,6 +19,7 @@ import mlflow
 import polars as pl
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking.context.registry import resolve_tags
 
 from core.settings import Settings
 from models.evaluate import PRED_PREFIX, WalkForwardResult
@@ -131,7 +132,8 @@ def log_training_run(
         "trained_until": model.trained_until.isoformat() if model.trained_until else "",
     }
     exp = experiment_id(c, experiment_name(model.strategy, settings), target.tracking_uri)
-    run_id = c.create_run(exp, tags=tags).info.run_id
+    # resolve_tags adds what mlflow.start_run would (user, source, git commit); ours win.
+    run_id = c.create_run(exp, tags=resolve_tags(tags)).info.run_id
     try:
         params = _params(model, wf, settings) | {"n_events": n_events}
         if learning is not None:

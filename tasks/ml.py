@@ -97,14 +97,16 @@ def promote_if_better(rt: Runtime, strategies: list[str]) -> list[dict[str, Any]
     """Promote each challenger whose OOS backtest beats the champion's on the same window."""
     from models.promotion import promote
 
+    columns = ("strategy", "promoted", "champion", "challenger", "reason")
     out = []
     for s in strategies:
         d = promote(s, rt.settings)
-        out.append({"strategy": s, "promoted": d.promoted, "reason": d.reason, "champion": d.champion, "challenger": d.challenger})
+        out.append({"strategy": s, "promoted": d.promoted, "reason": d.reason, "champion": d.champion,
+                    "challenger": d.challenger})  # fmt: skip
+    rows = ["| " + " | ".join(str(o[k]) for k in columns) + " |" for o in out]
     create_markdown_artifact(
         key="model-promotion",
-        markdown="\n".join(["| strategy | promoted | champion | challenger | reason |", "|---|---|---|---|---|"]
-                           + [f"| {o['strategy']} | {o['promoted']} | {o['champion']} | {o['challenger']} | {o['reason']} |" for o in out]),
+        markdown="\n".join(["| " + " | ".join(columns) + " |", "|---|---|---|---|---|", *rows]),
         description="Champion/challenger decisions of this retrain",
     )
     return out

@@ -19,8 +19,8 @@ from models.packaging import download_version
 from models.pipeline import TrainingReport, train_strategy
 from models.promotion import promote
 from models.run_log import log_training_run
-from models.tracking import CHALLENGER, CHAMPION, alias_version, model_name
 from models.scorer import MLScorer
+from models.tracking import CHALLENGER, CHAMPION, alias_version, experiment_name, model_name
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 START, END = datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
@@ -80,6 +80,7 @@ def test_log_training_run_when_logged_then_params_metrics_plots_and_model_record
     assert alias_version(c, name, CHALLENGER) == version
     run = c.get_run(c.get_model_version(name, version).run_id)
     assert run.data.params["settings_fingerprint"] == settings.fingerprint()
+    assert run.info.status == "FINISHED" and "mlflow.source.name" in run.data.tags
     for key in ("oos_auc", "oos_brier", "oos_brier_base", "oos_base_rate", "oos_mae_take_profit_pct",
                 "bt_ml_total_return", "bt_rule_total_return"):
         assert key in run.data.metrics, key
@@ -164,7 +165,7 @@ def test_scorer_when_champion_then_scores_equal_model_predictions(trained, bars,
     # Arrange
     settings, version, _ = champion
     scorer = MLScorer(settings)
-    for t, rows, upto in _signals_at(bars, events):
+    for _t, rows, upto in _signals_at(bars, events):
         signals = signals_from_frame(rows)
         scorer.observe_bars(upto)  # context at t, from bars <= t only
         # Act
@@ -244,3 +245,20 @@ def test_log_promote_score_when_process_points_elsewhere_then_nothing_leaks_ther
     assert mlflow.active_run() is None
     assert [e.name for e in MlflowClient(elsewhere).search_experiments()] == ["Default"]
     assert MlflowClient(elsewhere).search_registered_models() == []
+
+
+def test_log_training_run_when_model_logging_fails_then_run_marked_failed_and_nothing_registered(
+    trained, events, store_dir
+) -> None:
+    # Arrange: an input example without one of the model's features (the package cannot be built).
+    settings = _settings(store_dir, "t10")
+    example = events.trainable.drop("coin_vol_30d")
+    # Act
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        log_training_run(trained.model, trained.walk_forward, trained.backtest, settings, example, example.height)
+    # Assert: the run is kept, marked FAILED (its metrics are there to inspect); no version was registered.
+    c = MlflowClient(settings.mlflow_tracking_uri)
+    runs = c.search_runs([c.get_experiment_by_name(experiment_name("dca", settings)).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "oos_auc" in runs[0].data.metrics
+    assert c.search_registered_models(f"name = '{model_name('dca', settings)}'") == []

@@ -23,8 +23,8 @@ from models.dataset import build_events, load_history
 from models.pipeline import train_strategy
 from models.promotion import promote
 from models.run_log import log_training_run
-from models.tracking import CHAMPION, model_name
 from models.scorer import MLScorer
+from models.tracking import CHAMPION, model_name
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 
