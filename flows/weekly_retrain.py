@@ -8,14 +8,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import flow_runtime, parse_when
-from tasks.ml import (
-    build_labels,
-    evaluate_models,
-    load_training_bars,
-    promote_if_better,
-    register_challenger,
-    train_models,
-)
+from tasks.ml import build_labels, evaluate_models, load_training_bars, promote_if_better, register_challenger, train_models
 from tasks.runtime import Runtime
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dependencies
 import polars as pl
 import sklearn
 import skops

@@ -15,7 +15,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dependencies
 from mlflow.pyfunc.model import PythonModel
 from scipy.special import expit
 from xgboost import XGBRegressor

@@ -13,12 +13,7 @@ from core.settings import load_settings
 from core.strategies.base import assert_no_lookahead, cut_points_every
 from core.strategies.registry import FEATURE_NAMES, detect_all
 from models.dataset import feature_names
-from models.features import (
-    CONTEXT_FEATURES,
-    coin_features,
-    event_features,
-    market_features,
-)
+from models.features import CONTEXT_FEATURES, coin_features, event_features, market_features
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 START, END = datetime(2023, 3, 1, tzinfo=UTC), datetime(2023, 7, 1, tzinfo=UTC)

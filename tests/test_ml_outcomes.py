@@ -17,12 +17,7 @@ from core.domain import ClosedTrade, Decision, ExitReason, StrategyName
 from core.settings import Settings, load_settings
 from core.storage.duckdb_store import DuckDBStore
 from models.dataset import build_events, feature_names, load_history
-from models.outcomes import (
-    ledger_trades,
-    ml_accuracy,
-    outcome_training_rows,
-    read_outcomes,
-)
+from models.outcomes import ledger_trades, ml_accuracy, outcome_training_rows, read_outcomes
 from models.pipeline import train_all, train_strategy
 from models.promotion import promote
 from models.scorer import MLScorer
