@@ -7,6 +7,7 @@ fluent API, inside models.tracking.scoped_uris.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -149,8 +150,9 @@ def log_training_run(
                 info = log_model(model, example, package)
                 mv = mlflow.register_model(info.model_uri, name)
     except BaseException:
-        if c.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
-            c.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        with contextlib.suppress(Exception):  # the original error matters more than this bookkeeping
+            if c.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+                c.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     c.set_registered_model_alias(name, CHALLENGER, mv.version)
     return RunRecord(run_id, str(mv.version), info.model_uri)
