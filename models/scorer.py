@@ -1,9 +1,9 @@
 """MLScorer: core.scoring.Scorer backed by each strategy's champion model in the MLflow registry.
 
 The champion of each strategy is loaded once per process (`<name>@champion`, through this scorer's own
-MLflow client: models.packaging.load_version) and reloaded when
-the alias moves: the alias's version is looked up at most every `alias_check_seconds` (one cheap registry
-call), and the model is only reloaded when that version changed. A batch of signals is scored in one
+MLflow client: models.packaging.load_version) and reloaded when the alias moves: the alias's version is
+looked up at most every `alias_check_seconds` (one cheap registry call), and the model is only reloaded
+when that version changed. A batch of signals is scored in one
 model call per strategy. Strategies without a champion get the rule-only defaults (rule_only=True), so
 the decision log says "rule-only defaults (no champion model)".
 
