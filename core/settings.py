@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,6 +76,13 @@ class DataSettings(_Section):
     gap_tolerance_bars: int = Field(default=1, ge=0, le=1000, description="Missing bars tolerated by the gate.")
     freshness_bars: int = Field(default=3, ge=1, le=1000, description="Max age of the last bar, in bars.")
     max_abs_return: float = Field(default=0.5, gt=0, le=10, description="Gate bound on |bar return|.")
+    # Plausibility bounds every entry (stream, REST, import, store upsert) applies: see core/plausibility.py.
+    earliest_bar: AwareDatetime = Field(
+        default=datetime(2009, 1, 3, tzinfo=UTC), description="Bars opening before this are refused."
+    )
+    min_price: float = Field(default=1e-12, gt=0, description="Prices below this are refused as implausible.")
+    max_price: float = Field(default=1e9, gt=0, description="Prices above this are refused as implausible.")
+    max_volume: float = Field(default=1e18, gt=0, description="Volumes above this are refused as implausible.")
 
     @field_validator("symbols", "universe", mode="before")
     @classmethod
@@ -256,6 +264,15 @@ class FeedSettings(_Section):
     replay_api_key: SecretStr = Field(default=SecretStr("replay"), description="Key the replay server accepts.")
     replay_rest_port: int = Field(default=8766, ge=0, le=65535)
     replay_events_per_message: int = Field(default=1000, ge=1, le=100_000, description="Fast replay packing.")
+    stable_connection_seconds: float = Field(
+        default=30.0, gt=0, description="A connection must last this long before the reconnect backoff resets."
+    )
+    repair_min_interval_seconds: float = Field(
+        default=60.0, ge=0, description="At most one REST gap repair per this many seconds (reconnect storms)."
+    )
+    reject_log_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Dropped feed input is logged once per kind per this many seconds."
+    )
 
 
 class MLSettings(_Section):

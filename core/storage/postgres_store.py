@@ -23,6 +23,7 @@ import psycopg
 
 from core.domain import CANDLE_SCHEMA
 from core.errors import StoreError
+from core.plausibility import Bounds
 from core.storage.common import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -77,7 +78,8 @@ class PostgresStore:
     """CandleStore on PostgreSQL / Supabase."""
 
     def __init__(
-        self, dsn: str, *, schema: str = "public", batch_rows: int = 100_000, connect_timeout: float = 10.0
+        self, dsn: str, *, schema: str = "public", batch_rows: int = 100_000, connect_timeout: float = 10.0,
+        bounds: Bounds | None = None,
     ) -> None:
         if not _IDENT.match(schema):
             raise StoreError(f"Postgres schema name {schema!r} must be a plain identifier (letters, digits, _)")
@@ -85,6 +87,7 @@ class PostgresStore:
         self.dsn_redacted = redact_dsn(dsn)
         self.schema = schema
         self.batch_rows = batch_rows
+        self.bounds = bounds or Bounds()  # plausibility: the last line of defence (core/plausibility.py)
         self.connect_timeout = connect_timeout
         self._lock = threading.RLock()
         self._ready = False
@@ -154,7 +157,7 @@ class PostgresStore:
 
     # -- candles --------------------------------------------------------------------------------------
     def upsert_candles(self, candles: pl.DataFrame) -> int:
-        frame = normalise_candles(candles)  # raises before anything is written
+        frame = normalise_candles(candles, self.bounds)  # raises before anything is written
         if frame.is_empty():
             return 0
         try:
