@@ -24,6 +24,7 @@ import psycopg
 from core.domain import CANDLE_SCHEMA
 from core.errors import StoreError
 from core.plausibility import Bounds
+from core.redact import dsn_secrets, redact
 from core.storage.common import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -44,9 +45,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def redact_dsn(dsn: str) -> str:
-    """Hide the password of a URL (`user:pw@host`) or key=value (`password=pw`) DSN."""
+    """Hide the password of a URL (`user:pw@host`, any scheme) or key=value (`password=pw`) DSN."""
     out = re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", out, flags=re.IGNORECASE)
+    out = re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", out, flags=re.IGNORECASE)
+    return redact(out, dsn_secrets(dsn))
 
 
 def _password(dsn: str) -> str | None:
@@ -98,10 +100,9 @@ class PostgresStore:
         return f"PostgresStore({self.dsn_redacted!r}, schema={self.schema!r})"
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        msg = str(exc).strip()
-        password = _password(self._dsn)
-        if password:
-            msg = msg.replace(password, "***")
+        # By value: drivers echo the DSN (e.g. psycopg's "invalid dsn" on a SQLAlchemy-form URL).
+        secrets = dsn_secrets(self._dsn) | ({p} if (p := _password(self._dsn)) else set())
+        msg = redact(redact(str(exc).strip(), [self._dsn]), secrets)
         return StoreError(f"{what} (Postgres {self.dsn_redacted}, schema {self.schema}): {msg}")
 
     def _connect(self) -> psycopg.Connection:

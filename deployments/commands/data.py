@@ -13,13 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from core.errors import ConfigError, TradingSystemError
+from core.redact import known_secrets, redact
 from core.settings import Settings, load_settings
 from core.storage.base import CandleStore
 from core.storage.factory import open_store
 
 
 def _out(*objects: object, err: bool = False) -> None:
-    """A console per call: it picks up the terminal width (and COLUMNS) at the time of printing."""
+    """A console per call: it picks up the terminal width (and COLUMNS) at the time of printing.
+    Error text is redacted by value: no configured secret is ever printed (core/redact.py)."""
+    if err:
+        secrets = known_secrets()
+        objects = tuple(redact(o, secrets) if isinstance(o, str) else o for o in objects)
     Console(stderr=err).print(*objects)
 
 
