@@ -161,7 +161,7 @@ COMMANDS: list[list[str]] = [
     ["serve"], ["deploy-check"], ["signals"], ["regime"], ["backtest"], ["paper"], ["run"],
 ]
 # Commands that open the store right after the settings (the DSN error path).
-STORE_COMMANDS = [["init"], ["import", "--no-progress"], ["status"], ["health"], ["backtest"], ["paper"],
+STORE_COMMANDS = [["init"], ["import", "--no-progress"], ["status"],
                   ["stream", "--seconds", "1"], ["backfill-polygon", "--start", "2024-01-01", "--end", "2024-01-02"]]
 
 
