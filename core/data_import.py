@@ -27,7 +27,7 @@ from tqdm import tqdm
 from core.boundary import is_process_control
 from core.domain import CANDLE_SCHEMA, TIMEFRAME_DURATION, timeframe_duration
 from core.errors import DataQualityError
-from core.plausibility import Bounds
+from core.plausibility import Bounds, store_bounds
 from core.resample import resample
 from core.storage.base import CandleStore
 from core.storage.common import utc_bound
@@ -88,7 +88,7 @@ def _ragged_line(path: Path) -> str | None:
 
 def _parquet_damage(path: Path) -> str:
     """Where a parquet file cannot be read: its footer, or the first row group that fails to decode."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     size = path.stat().st_size
     try:
@@ -207,7 +207,7 @@ def import_candles(
     for tf in wanted:
         timeframe_duration(tf)  # unknown timeframe -> ValueError before any work
     symbols = [s.upper() for s in symbols] if symbols else None
-    bounds = getattr(store, "bounds", None)
+    bounds = store_bounds(store)
     # Every file first: a damaged or implausible one stops the import before anything is written.
     available = shipped_timeframes(data_dir)
     to_read = {tf for tf in wanted if tf in available}

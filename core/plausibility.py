@@ -105,6 +105,12 @@ class Bounds:
         return expr
 
 
+def store_bounds(store: Any) -> Bounds | None:
+    """The bounds a store applies (None for a store without them; proxies answer anything to getattr)."""
+    bounds = getattr(store, "bounds", None)
+    return bounds if isinstance(bounds, Bounds) else None
+
+
 class RejectLog:
     """Counts rejections per kind and logs each kind at most once per `interval` seconds."""
 

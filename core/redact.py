@@ -91,10 +91,10 @@ def secrets_in_file(path: Path) -> set[str]:
 
             found |= secrets_in(tomllib.loads(text))
         else:
-            import yaml
+            import yaml  # type: ignore[import-untyped]
 
             found |= secrets_in(yaml.safe_load(text))
-    except Exception:  # noqa: BLE001 - a malformed file: fall back to the line scan below
+    except Exception:  # noqa: BLE001, S110 - a malformed file: fall back to the line scan below
         pass
     for line in text.splitlines():
         m = _LINE.match(line)

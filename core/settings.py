@@ -441,7 +441,7 @@ def _file_source(settings_cls: type[BaseSettings], p: Path) -> PydanticBaseSetti
         raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"settings file {p} is not UTF-8 text (byte offset {exc.start})") from None
-    except Exception as exc:  # yaml.YAMLError; its text quotes the file, so only problem and line are shown
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError; its text quotes the file, so only problem and line are shown
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown line"
         problem = getattr(exc, "problem", None) or type(exc).__name__

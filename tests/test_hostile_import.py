@@ -111,7 +111,7 @@ def test_cli_import_when_parquet_truncated_then_exit_1_naming_file(tmp_path, fil
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLCRYPTO_")} | {
         "MLCRYPTO_DATA__DATA_DIR": str(files_dir), "MLCRYPTO_DATA__VAR_DIR": str(tmp_path / "var")}
     out = subprocess.run([sys.executable, "-m", "deployments.cli", "import", "--no-progress", "-s", "BTC,ETH"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
     text = (out.stdout + out.stderr).replace("\n", "")
     assert out.returncode == 1
     assert "ohlcv_1h.parquet" in text and "footer unreadable" in text

@@ -168,7 +168,7 @@ STORE_COMMANDS = [["init"], ["import", "--no-progress"], ["status"],
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLCRYPTO_")}
     return subprocess.run([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env=base | env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, check=False, timeout=120)
 
 
 def _secret_env(tmp_path: Path) -> dict[str, str]:

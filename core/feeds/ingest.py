@@ -26,6 +26,7 @@ import polars as pl
 
 from core.boundary import is_process_control
 from core.errors import DataQualityError, StoreError
+from core.plausibility import store_bounds
 from core.storage.base import CandleStore
 from core.storage.validation import split_plausible
 
@@ -133,7 +134,7 @@ class CandleWriter:
                     raise
                 self.metrics.write_failures += 1
                 if isinstance(exc, DataQualityError):  # refused data: retrying the same batch cannot help
-                    frame, dropped = split_plausible(frame, getattr(self.store, "bounds", None))
+                    frame, dropped = split_plausible(frame, store_bounds(self.store))
                     self.metrics.rows_rejected += dropped
                     taken, rows = ([(frame, min(t for _, t in taken))] if len(frame) else []), len(frame)
                 self._pending = taken + self._pending

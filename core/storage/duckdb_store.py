@@ -258,6 +258,15 @@ class DuckDBStore:
             ).fetchall()
         return len(rows)
 
+    def delete_kinds(self, kinds: list[str]) -> int:
+        if not kinds:
+            return 0
+        with self._write(f"deleting records of {list(kinds)}", view="_no_view") as con:
+            rows = con.execute(
+                "DELETE FROM records WHERE kind IN (SELECT unnest(?)) RETURNING key", [list(kinds)]
+            ).fetchall()
+        return len(rows)
+
     def close(self) -> None:
         with self._lock:
             self._con.close()

@@ -301,6 +301,13 @@ class PostgresStore:
             cur.execute(f"DELETE FROM {self._t('records')} WHERE kind = %s AND key = ANY(%s)", [kind, list(keys)])
             return cur.rowcount
 
+    def delete_kinds(self, kinds: list[str]) -> int:
+        if not kinds:
+            return 0
+        with self._tx(f"deleting records of {list(kinds)}") as cur:
+            cur.execute(f"DELETE FROM {self._t('records')} WHERE kind = ANY(%s)", [list(kinds)])
+            return cur.rowcount
+
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
