@@ -75,6 +75,11 @@ def secrets_in(data: Any, *, under_secret: bool = False, depth: int = 0) -> set[
             found |= secrets_in(v, under_secret=under_secret, depth=depth + 1)
     elif under_secret:
         _add(found, data)
+    elif isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
+        try:  # JSON text given where a value was expected still carries its secrets
+            found |= secrets_in(json.loads(data), depth=depth + 1)
+        except ValueError:
+            pass
     return found
 
 
@@ -119,11 +124,9 @@ def known_secrets(environ: Mapping[str, str] | None = None, extra: Iterable[Any]
                 found |= secrets_in(json.loads(value), under_secret=True)
             except ValueError:
                 pass
-        elif name.startswith("MLCRYPTO_") and "__" not in name and value.lstrip().startswith("{"):
-            try:  # a whole section as JSON, e.g. MLCRYPTO_EXECUTION='{"hummingbot_password": ...}'
-                found |= secrets_in(json.loads(value))
-            except ValueError:
-                pass
+        elif name.startswith("MLCRYPTO_"):
+            # JSON text, e.g. a whole section: MLCRYPTO_EXECUTION='{"hummingbot_password": ...}'
+            found |= secrets_in(value)
     path = env.get("MLCRYPTO_SETTINGS_FILE")
     if path:
         found |= secrets_in_file(Path(path))
