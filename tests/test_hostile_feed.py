@@ -15,6 +15,7 @@ import pytest
 import websockets
 from pydantic import SecretStr
 
+from bench.bench_hostile import hostile_frames
 from core.errors import DataQualityError, FeedError, StoreError
 from core.feeds.ingest import CandleWriter
 from core.feeds.polygon_schemas import (
@@ -29,31 +30,6 @@ KEY = SecretStr("hostile-key")
 START = datetime(2026, 4, 3, 8, 0, tzinfo=UTC)
 SYMBOLS = ["BTC", "ETH"]
 QUOTE = "USDT"
-
-
-def hostile_frames(valid: list[dict[str, Any]]) -> tuple[list[str], dict[str, int]]:
-    """Every hostile class of the issue, each mixed with valid bars, and the bad counts expected by kind.
-
-    `valid` are XA events of real candles; each frame carries some of them so a frame-level failure
-    would lose them (that is what the assertions on the store catch)."""
-    a, b = valid[:4], valid[4:]
-    template = valid[0]
-    frames = [
-        json.dumps(a[:1]),
-        "[" * 200_000 + "]" * 200_000,  # RecursionError in the JSON decoder
-        json.dumps([template | {"s": 2**63}, a[1]]),  # s beyond int64
-        json.dumps([a[2]])[:-1] + ', {"ev":"XA","pair":"BTC-USDT","o":1' + "0" * 400
-        + ',"h":2.0,"l":0.5,"c":1.5,"v":1,"s":1775203200000}]',  # a price of 10^400
-        json.dumps([template | {"s": 9_300_000_000_000_000}, a[3]]),  # 9.3e15 ms: year ~296,000
-        json.dumps([template | {"s": 4_102_444_800_000}]),  # 2100-01-01: far future
-        json.dumps([template | {"s": -31_536_000_000}]),  # 1969: before 1970
-        json.dumps([template | {"pair": "FOO-USDT"}, template | {"pair": "btc-USDT"},
-                    template | {"pair": "BTC-ETH-USDT"}]),
-        # 4.4 MB of 40,000 bad events (unsubscribed pair) around the remaining valid bars.
-        json.dumps([template | {"pair": "FOO-USDT", "vw": "x" * 40}] * 40_000 + b),
-    ]
-    expected = {"too_deep": 1, "int_overflow": 2, "implausible_ts": 3, "unknown_pair": 3 + 40_000}
-    return frames, expected
 
 
 @pytest.fixture

@@ -245,12 +245,12 @@ def _parse_ws(
             if not isinstance(pair, str):
                 counters.reject("wrong_type", 1, f"XA event without a string pair: {preview(ev)}")
                 continue
+            symbol = symbol_from_pair(pair, quote, symbols)
+            if symbol is None:  # checked first: the cheapest way to drop a flood of foreign pairs
+                counters.reject("unknown_pair", 1, f"pair {preview(pair)} is not a subscribed <symbol>-{quote}")
+                continue
             row = _row([ev.get(k) for k in XA_FIELDS], "s", counters, ev)
             if row is None:
-                continue
-            symbol = symbol_from_pair(pair, quote, symbols)
-            if symbol is None:
-                counters.reject("unknown_pair", 1, f"pair {preview(pair)} is not a subscribed <symbol>-{quote}")
                 continue
             rows_symbols.append(symbol)
             for k, x in zip(XA_FIELDS, row, strict=True):
