@@ -45,7 +45,7 @@ def hostile_frames(valid: list[dict[str, Any]]) -> tuple[list[str], dict[str, in
                     template | {"pair": "BTC-ETH-USDT"}]),
         # 4.4 MB of 40,000 bad events (unsubscribed pair) around the remaining valid bars.
         json.dumps([{"ev": "XA", "pair": "FOO-USDT", "o": 1.25, "h": 1.5, "l": 1.0, "c": 1.25, "v": 10.0,
-                     "vw": 1.25, "z": 0, "s": 1775203200000}] * 40_000 + b),
+                     "s": 1775203200000}] * 40_000 + b),
     ]
     expected = {"too_deep": 1, "int_overflow": 2, "implausible_ts": 3, "unknown_pair": 3 + 40_000}
     return frames, expected

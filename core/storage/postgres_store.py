@@ -111,7 +111,10 @@ class PostgresStore:
         try:
             self._con = psycopg.connect(self._dsn, connect_timeout=max(1, int(self.connect_timeout)))
         except psycopg.Error as exc:
-            raise self._error("cannot connect; check the DSN and that the server is up", exc) from None
+            scheme = self._dsn.partition("://")[0]
+            hint = (f"; '{scheme}://' is a SQLAlchemy URL, libpq takes 'postgresql://'" if "+" in scheme
+                    and "://" in self._dsn else "")
+            raise self._error(f"cannot connect; check the DSN and that the server is up{hint}", exc) from None
         self._con.execute("SET TIME ZONE 'UTC'")
         self._con.commit()
         return self._con
