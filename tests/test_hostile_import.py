@@ -132,3 +132,24 @@ def test_import_when_future_bar_then_status_and_gap_repair_never_see_it(tmp_path
     assert store.upsert_candles(ok) == 1
     assert store.coverage()["last"].to_list() == ok["ts"].to_list()
     store.close()
+
+
+def test_status_when_store_holds_bars_from_before_the_bounds_then_reported_not_crashing(tmp_path, monkeypatch):
+    # A store written by an older version (no bounds): rows dated year 20000 and 1960, put in by SQL.
+    from typer.testing import CliRunner
+
+    from core.storage.duckdb_store import DuckDBStore
+    from deployments.cli import app
+
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    store.init_schema()
+    store._con.execute(
+        "INSERT INTO candles VALUES ('BTC','1h','2024-01-01 00:00:00+00',1,1,1,1,1), "
+        "('BTC','1h','20000-01-01 00:00:00+00',1,1,1,1,1), ('ETH','1h','1960-01-01 00:00:00+00',1,1,1,1,1)")
+    store.close()
+    monkeypatch.setenv("MLCRYPTO_DATA__VAR_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "+20000-01-01 00:00" in result.output and "1960-01-01 00:00" in result.output
+    assert "implausible bars stored" in result.output and "BTC 1h, ETH 1h" in result.output
