@@ -12,6 +12,7 @@ from core.errors import FeedError
 from core.feeds.ingest import CandleWriter
 from core.feeds.polygon_rest import PolygonRestClient
 from core.feeds.polygon_ws import PolygonStreamClient
+from core.plausibility import Bounds
 from core.settings import Settings
 from core.storage.base import CandleStore
 
@@ -52,10 +53,14 @@ async def run_stream(
     f = settings.feed
     wanted = symbols or list(settings.data.symbols)
     writer = CandleWriter(store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
+    bounds = Bounds.from_settings(settings)
     async with PolygonRestClient.from_settings(settings, base_url=ends.rest_url, api_key=ends.api_key) as rest:
+        rest.bounds = bounds
         client = PolygonStreamClient(
             url=ends.ws_url, api_key=ends.api_key, symbols=wanted, quote=settings.data.quote, writer=writer,
             rest=rest, reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
+            bounds=bounds, stable_seconds=f.stable_connection_seconds,
+            repair_min_interval=f.repair_min_interval_seconds, reject_log_interval=f.reject_log_interval_seconds,
         )
         try:
             await client.run(stop)
@@ -63,10 +68,17 @@ async def run_stream(
             summary = {
                 "source": ends.source,
                 "rows_written": writer.metrics.rows_written,
+                "rows_unwritten": writer.pending_rows,
+                "write_failures": writer.metrics.write_failures,
+                "rows_rejected": writer.metrics.rows_rejected,
                 "batches": writer.metrics.batches,
                 "connects": client.metrics.connects,
+                "short_connections": client.metrics.short_connections,
+                "connection_errors": client.metrics.connection_errors,
                 "repaired_rows": client.metrics.repaired_rows,
                 "repair_failures": client.metrics.repair_failures,
+                "repairs_deferred": client.metrics.repairs_deferred,
+                "bad_messages": client.counters.bad_by_kind(),
                 "parse": client.counters.as_dict(),
                 "rest": vars(rest.metrics),
             }

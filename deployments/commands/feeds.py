@@ -174,7 +174,7 @@ def health(
         window = store.last_bars(wanted, tf, bars, end=as_of)
         coverage = store.coverage().filter(pl.col("timeframe") == tf)
         gate = CandleGate(settings)
-        _, report = apply_gate(window, settings, as_of, store=store, symbols=wanted, gate=gate,
+        _, report = apply_gate(window, settings, as_of, store=store, symbols=wanted, gate=gate, timeframe=tf,
                                alerter=SlackAlerter.from_settings(settings) if alert else None)
         derived = gate.derived(window, as_of) if not window.is_empty() else None
     except TradingSystemError as exc:
@@ -206,6 +206,9 @@ def health(
             ", ".join(r.failed_expectations),
         )
     console.print(table)
+    empty = [r.symbol for r in report.results if "has_bars" in r.failed_expectations]
+    if empty:
+        console.print(f"[red]FAIL[/red] no {tf} bars in the store for: {', '.join(empty)}")
     console.print(f"gate: {len(report.passed_symbols)} passed, {len(report.failed_symbols)} failed in {report.seconds:.2f}s")
     if not report.passed:
         raise typer.Exit(1)
