@@ -73,10 +73,11 @@ class ReconcileReport:
 def default_since(journal: OrderJournal, now: datetime, lookback: timedelta = timedelta(days=1)) -> datetime:
     """Search the venue from the oldest unresolved intent or non-final order (or `lookback` ago)."""
     intents = {i.client_order_id: i for i in journal.intents()}
-    times = [i.recorded_ts for i in journal.unresolved_intents()]
+    times = [min(i.recorded_ts, i.order.created_ts) for i in journal.unresolved_intents()]
     for o in journal.orders():
         if o.status not in FINAL_STATUSES:
-            times.append(intents[o.client_order_id].recorded_ts if o.client_order_id in intents else o.created_ts)
+            i = intents.get(o.client_order_id)
+            times.append(min(i.recorded_ts, o.created_ts) if i else o.created_ts)
     return min(times) - CLOCK_SLACK if times else now - lookback
 
 

@@ -148,7 +148,7 @@ def test_reconcile_when_known_open_order_vanished_from_venue_then_reported_missi
 ) -> None:
     venue, journal, store = start_process(hb, store_path)
     placed = venue.submit(make_order("gone"))
-    del hb.state.orders[placed.venue_order_id]
+    hb.state.forget(placed.venue_order_id)
     report = reconcile(venue, journal)
     assert report.missing_at_venue == ["gone"] and not report.clean
     assert journal.order("gone").status == OrderStatus.OPEN  # left for a person to decide
