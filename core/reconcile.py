@@ -4,7 +4,9 @@ Read-only towards the venue: it never places or cancels an order. It
 - adopts venue orders that match a journalled intent never tied to an order (a crash between submit
   and recording the acknowledgement), so nothing is sent twice;
 - marks intents the venue never received as not_at_venue (their order is recorded REJECTED, so a
-  resubmit of the same id stays a no-op; the manager places a new order with a new id if it still wants);
+  resubmit of the same id stays a no-op; the manager places a new order with a new id if it still wants),
+  but only once they are older than the venue's settle time (hummingbot-api creates orders
+  asynchronously: a younger intent not yet visible stays unresolved and is reported in_doubt);
 - refreshes the status and filled quantity of our known orders, and records fills not yet journalled;
 - reports what a person should look at: our orders the venue does not know, open venue orders that
   are not ours, trades of orders that are not ours, and holdings that differ from the venue balances.
@@ -28,6 +30,7 @@ from core.venues.order_journal import (
 )
 
 BALANCE_REL_TOL = 1e-6
+DEFAULT_SETTLE = timedelta(seconds=30)  # execution.order_settle_seconds' default; venues carry their own
 
 
 class ReconcilableVenue(Protocol):
@@ -40,6 +43,7 @@ class ReconcileReport:
     since: datetime
     adopted: list[str] = field(default_factory=list)  # our ids found at the venue but not recorded
     not_at_venue: list[str] = field(default_factory=list)  # intents the venue never received
+    in_doubt: list[str] = field(default_factory=list)  # intents too young to declare absent: left unresolved
     status_changes: list[tuple[str, str, str]] = field(default_factory=list)  # (id, was, now)
     missing_at_venue: list[str] = field(default_factory=list)  # our placed orders the venue does not know
     unknown_open_orders: list[str] = field(default_factory=list)  # venue ids open there, not ours
@@ -58,6 +62,7 @@ class ReconcileReport:
             for name, value in (
                 ("adopted", self.adopted),
                 ("not_at_venue", self.not_at_venue),
+                ("in_doubt", self.in_doubt),
                 ("status_changes", self.status_changes),
                 ("missing_at_venue", self.missing_at_venue),
                 ("unknown_open_orders", self.unknown_open_orders),
@@ -92,10 +97,15 @@ def reconcile(
     expected_holdings: dict[str, float] | None = None,
     since: datetime | None = None,
     now: datetime | None = None,
+    settle: timedelta | None = None,
+    wall_now: datetime | None = None,
 ) -> ReconcileReport:
     """Bring the journal in line with the venue; `expected_holdings` (symbol: base qty) defaults to the
-    net of the journalled fills."""
+    net of the journalled fills. `settle` (default: the venue's `settle`) is how old an unmatched
+    intent must be, by the wall clock that stamped it (`wall_now`), to be declared absent."""
     now = now or datetime.now(UTC)
+    settle = settle if settle is not None else getattr(venue, "settle", DEFAULT_SETTLE)
+    wall_now = wall_now or datetime.now(UTC)
     journal.refresh()  # start from what the store holds, not from what this process remembers
     since = since or default_since(journal, now)
     snap = venue.snapshot(since=since)
@@ -104,7 +114,7 @@ def reconcile(
 
     # 1. Intents never tied to an order: adopt the venue's match, or mark them absent. Oldest first,
     #    so two identical intents claim identical venue orders in the order they were sent.
-    adopted, absent = [], []
+    adopted, absent, doubtful = [], [], []
     resolved_orders, resolutions = [], []
     for intent in sorted(journal.unresolved_intents(), key=lambda i: i.recorded_ts):
         found = match_intent(intent, views.values(), claimed)
@@ -121,6 +131,8 @@ def reconcile(
             )
             resolutions.append((intent, "adopted", f"found at the venue as {found.venue_order_id}"))
             adopted.append(intent.client_order_id)
+        elif wall_now - intent.recorded_ts < settle:
+            doubtful.append(intent.client_order_id)  # may still be on its way: never declared absent early
         else:
             resolved_orders.append(intent.order.model_copy(update={"status": OrderStatus.REJECTED}))
             resolutions.append((intent, "not_at_venue", f"not found among the venue's orders since {since.isoformat()}"))
@@ -173,6 +185,7 @@ def reconcile(
         since=since,
         adopted=adopted,
         not_at_venue=absent,
+        in_doubt=doubtful,
         status_changes=changes,
         missing_at_venue=missing,
         unknown_open_orders=unknown_open,

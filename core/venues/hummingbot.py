@@ -150,6 +150,7 @@ class HummingbotVenue:
         self._alert = alert
         self._now = now
         self._connector_checked = False
+        self.settle = timedelta(seconds=ex.order_settle_seconds)  # reconciliation's wait before "absent"
         self.rules = TradingRulesCache(self._fetch_rules, ttl=ex.trading_rules_ttl_seconds)
         self._client = client or httpx.Client(
             base_url=ex.hummingbot_url,
