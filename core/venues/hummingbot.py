@@ -67,6 +67,7 @@ from core.venues.order_journal import (
 )
 from core.venues.trading_rules import (
     BelowMinimum,
+    BelowMinimumError,
     TradingRule,
     TradingRulesCache,
     quantize_order,
@@ -98,14 +99,6 @@ class TradingRulesNotLoadedError(TemporaryVenueError):
 class OrderInDoubtError(TemporaryVenueError):
     """An ambiguous failure and the order is not (yet) visible at the venue: not resent; the intent
     stays unresolved until reconciliation finds it or declares it absent."""
-
-
-class BelowMinimumError(VenueError):
-    """The order is below the venue's minimum size or notional: skip the decision (`outcome.reason`)."""
-
-    def __init__(self, outcome: BelowMinimum) -> None:
-        super().__init__(f"{outcome.client_order_id}: {outcome.reason.value}: {outcome.detail}")
-        self.outcome = outcome
 
 
 class _Ambiguous(Exception):

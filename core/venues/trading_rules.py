@@ -33,6 +33,15 @@ class SkipReason(StrEnum):
     BELOW_MIN_NOTIONAL = "below_min_notional"
 
 
+class BelowMinimumError(VenueError):
+    """The order is below the venue's minimum size or notional: skip the decision (`outcome.reason`).
+    Raised by a venue's submit when the caller did not check `prepare`/`quantize_order` first."""
+
+    def __init__(self, outcome: BelowMinimum) -> None:
+        super().__init__(f"{outcome.client_order_id}: {outcome.reason.value}: {outcome.detail}")
+        self.outcome = outcome
+
+
 class UnknownPairError(VenueError):
     """The venue has no trading rules for this pair: it does not trade it."""
 
@@ -160,6 +169,7 @@ def rules_from_mapping(rules: Mapping[str, Mapping[str, float]]) -> dict[str, Tr
 
 __all__ = [
     "BelowMinimum",
+    "BelowMinimumError",
     "SkipReason",
     "TradingRule",
     "TradingRulesCache",
