@@ -322,6 +322,8 @@ class ExchangeState:
                 self._created(order_id)  # the exchange cannot fill an order before it accepted it
             left = _dec(o["amount"]) - _dec(o["filled_amount"])
             q = min(_floor(_dec(qty), _dec(LOT)), left)
+            if q <= 0:
+                return {}  # nothing left to fill (it filled meanwhile): no trade
             px = price if price is not None else (o["price"] or self.marks[o["trading_pair"]])
             fee = float(q) * px * (TAKER_FEE if o["order_type"] == "MARKET" else MAKER_FEE)
             base, quote = o["trading_pair"].split("-")
