@@ -16,8 +16,9 @@ venue (Hummingbot) fills them, so the same ledger is driven differently:
    first) and the position waits for that fill; otherwise only the trailing high moves.
 
 Venue fill times and bar times are both UTC; the bars that closed before the first entry fill do
-not trigger exits (the position held nothing during them). Partial fills wait until the order is
-complete (a partially filled level stays resting in the ledger; reconciliation shows the balance).
+not trigger exits (the position held nothing during them). A level is booked by the quantity the
+venue filled (its lot-rounded amount, `filled_complete`): when the order is complete, or when the
+venue reports it final with a part filled (a level cancelled at expiry keeps what it bought).
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
         order = pf.orders[cid]
         qty = sum(f.quantity for f in group)
         if not filled_complete(order, qty):
-            continue  # partially filled and still working: booked once complete or final
+            fresh = pf.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
+            if fresh is None or not filled_complete(fresh, qty):
+                continue  # partially filled and still working: booked once complete or final
+            order = fresh
         price = sum(f.price * f.quantity for f in group) / qty
         fee = sum(f.fee for f in group)
         ts = max(f.ts for f in group)

@@ -18,7 +18,12 @@ import pytest
 
 from core.settings import Settings
 from core.storage.duckdb_store import DuckDBStore
-from tests.hummingbot_server import TAKER_FEE, ExchangeState, HummingbotTestServer, settings_for
+from tests.hummingbot_server import (
+    TAKER_FEE,
+    ExchangeState,
+    HummingbotTestServer,
+    settings_for,
+)
 from tests.prefect_support import task_runs
 
 SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "BNB", "OP"]
@@ -36,7 +41,7 @@ class SimClock:
 
 
 @pytest.fixture
-def bars(real_candles) -> pl.DataFrame:  # noqa: ANN001
+def bars(real_candles) -> pl.DataFrame:
     return real_candles("1h", SYMBOLS, START, LATER)
 
 
@@ -67,7 +72,7 @@ def store(tmp_path: Path, bars: pl.DataFrame) -> Iterator[DuckDBStore]:
     s.close()
 
 
-def _runtime(settings: Settings, store: DuckDBStore):  # noqa: ANN202
+def _runtime(settings: Settings, store: DuckDBStore):
     from core.scoring import RuleOnlyScorer
     from tasks.runtime import open_runtime
 
@@ -98,6 +103,7 @@ def test_live_flows_when_confirmed_then_entries_fill_at_venue_and_exit_closes_tr
     assert scan.opened, "the window must open positions"
     entries = [o for o in pf.orders.values() if o.purpose == "entry"]
     buys = _orders(hb, "BUY")
+    hb.state.settle()  # the exchange's side of the last order lands after its acknowledgement
     assert len(buys) == len(entries) == len(hb.state.trades)  # each entry arrived once
     assert {o.venue_order_id for o in entries} == {b["order_id"] for b in buys}
     assert not pf.fills  # the ledger books nothing until the venue reports it

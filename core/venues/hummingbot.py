@@ -63,6 +63,7 @@ from core.venues.order_journal import (
     VenueOrderView,
     VenueSnapshot,
     fill_from_view,
+    intent_earliest,
     match_intent,
 )
 from core.venues.trading_rules import (
@@ -78,6 +79,7 @@ T = TypeVar("T")
 
 PAGE_LIMIT = 1000  # the API's maximum `limit`; the history routes then read at most 2,000 rows
 _MAX_ACTIVE_PAGES = 1000
+RECENT_ORDERS = 500  # fills_since() looks back to the oldest of this many most recently updated orders
 
 
 class UnknownOrderError(VenueError):
@@ -464,7 +466,7 @@ class HummingbotVenue:
     def candidates(self, intent: JournalIntent) -> list[VenueOrderView]:
         """Every venue order the intent could have produced: active, history and trade-only orders."""
         pair = [self._pair(intent.order.symbol)]
-        since = min(intent.recorded_ts, intent.order.created_ts) - CLOCK_SLACK
+        since = intent_earliest(intent)
         views = {o.order_id: self._view(o) for o in self.raw_orders(pair, since=since)}
         fills = [self._fill_view(t) for t in self.raw_trades(pair, since=since)]
         return [*views.values(), *self.views_from_trades(fills, set(views))]
@@ -560,17 +562,12 @@ class HummingbotVenue:
         return sorted(fills, key=lambda f: (f.ts, f.fill_id))
 
     def _fills_since_default(self, orders: list[Order]) -> datetime:
-        """From the oldest of our orders that may still have fills we have not journalled: not final
-        yet, or final with less filled in the journal than the venue reported; else a day back."""
-        journalled: dict[str, float] = {}
-        for f in self.journal.fills():
-            journalled[f.client_order_id] = journalled.get(f.client_order_id, 0.0) + f.quantity
-        times = [self._now() - timedelta(days=1)]
-        for o in orders:
-            missing = o.filled_quantity > journalled.get(o.client_order_id, 0.0) * (1 + 1e-9) + 1e-12
-            if o.status not in FINAL_STATUSES or missing:
-                times.append(self._order_since(o))
-        return min(times)
+        """From the oldest of our most recently active orders (the journal keeps orders in update
+        order): their fills may not be in the caller's ledger yet, even when the journal has them."""
+        recent = orders[-RECENT_ORDERS:]
+        if not recent:
+            return self._now() - timedelta(days=1)
+        return min(self._order_since(o) for o in recent)
 
     def _order_since(self, order: Order) -> datetime:
         """The earliest time the venue may have stamped anything of this order: before its intent

@@ -111,7 +111,13 @@ def matches_intent(intent: JournalIntent, view: VenueOrderView) -> bool:
     # A market order carries no price of its own (the venue may echo a reference price).
     elif o.order_type == OrderType.LIMIT and (view.price is None or o.price is None or not _close(view.price, o.price)):
         return False
-    return view.created_ts >= intent.recorded_ts - CLOCK_SLACK
+    return view.created_ts >= intent_earliest(intent)
+
+
+def intent_earliest(intent: JournalIntent) -> datetime:
+    """The earliest creation time a venue order of this intent can carry: the decision (the order's
+    created_ts, a bar close) or the journalling, whichever came first, less the connector clock's lag."""
+    return min(intent.recorded_ts, intent.order.created_ts) - CLOCK_SLACK
 
 
 def match_intent(
