@@ -1,8 +1,8 @@
 """The crash campaign: a trading process is SIGKILLed at random points between intent, send,
 acknowledgement and record, restarted, reconciled, and killed again, against the Hummingbot double.
 
-Each run is a forked child process (fork: the imports are already paid for, so 50+ restarts stay
-fast) that opens the DuckDB journal, reconciles, and works through the plan: DCA-sized BTC limit and
+Each run is a child process forked from a forkserver that imported everything once (so 50+
+restarts stay fast, and no child inherits the test process's thread pools) that opens the DuckDB journal, reconciles, and works through the plan: DCA-sized BTC limit and
 market buys (~$40 at ~$60k, 0.00066 BTC, with identical twins to tempt a wrong match) and
 whole-number DOGE orders; it books fills as it goes. The kill lands at one of:
   after_intent    the intent is journalled, nothing sent
@@ -133,7 +133,10 @@ def run_campaign(
     tmp: Path, *, n_orders: int = 200, min_kills: int = 50, seed: int = 7, max_runs: int = 200
 ) -> CampaignResult:
     rng = random.Random(seed)
-    ctx = multiprocessing.get_context("fork")
+    # forkserver: children fork from a clean server process that imported this module once (fast
+    # restarts), never from the test process, whose polars/arrow thread pools a fork would deadlock.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.hummingbot_crash"])
     orders = plan(n_orders, seed)
     db = str(tmp / "campaign.duckdb")
     res = CampaignResult()

@@ -492,6 +492,12 @@ class ExchangeState:
                 locked += left
         return locked
 
+    def forget_tracking(self, order_id: str) -> None:
+        """The connector stops tracking an order (as after a restart of hummingbot-api): only its
+        history row remains."""
+        with self.lock:
+            self._tracked.pop(order_id, None)
+
     def forget(self, order_id: str) -> None:
         """The venue loses an order entirely (exchange, connector and history)."""
         with self.lock:

@@ -275,24 +275,24 @@ class HummingbotVenue:
 
     def _windows(self, path: str, model: type[HummingbotOrderFilter | HummingbotTradeFilter],
                  pairs: list[str] | None, start: int, end: int) -> list[dict[str, Any]]:
-        """Every row of [start, end] ms from a history route that reads only its newest limit*2 rows
-        and pages by a cursor we cannot trust: ask one page per window, halve the window while the
-        page says more rows exist."""
-        rows: list[dict[str, Any]] = []
-        stack = [(start, end)]
-        while stack:
-            lo, hi = stack.pop()
-            page = HummingbotPage.model_validate(self._post(path, self._filter(model, pairs, lo, hi)))
-            if not page.pagination.has_more:
-                rows.extend(page.data)
-                continue
-            if hi - lo < 1:
+        """Every row of [start, end] ms from a history route that pages by a cursor we cannot trust
+        and reads only its newest limit*2 rows. One page (no cursor) holds the window's newest
+        `limit` rows; when it says more exist, the next window ends at the oldest time on that page
+        (inclusive: rows sharing that millisecond are read again and deduplicated)."""
+        key, id_key = ("created_at", "order_id") if model is HummingbotOrderFilter else ("timestamp", "trade_id")
+        rows: dict[str, dict[str, Any]] = {}
+        hi = end
+        while True:
+            page = HummingbotPage.model_validate(self._post(path, self._filter(model, pairs, start, hi)))
+            rows.update((str(r.get(id_key)), r) for r in page.data)
+            if not page.pagination.has_more or not page.data:
+                return list(rows.values())
+            oldest = min(_ms(_row_time(r.get(key))) for r in page.data)
+            if oldest >= hi:
                 raise VenueError(
                     f"Hummingbot {path}: more than {PAGE_LIMIT} rows within one millisecond; cannot read them all"
                 )
-            mid = (lo + hi) // 2
-            stack.extend([(mid + 1, hi), (lo, mid)])
-        return rows
+            hi = oldest
 
     def _span(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
         now = self._now()
@@ -595,6 +595,12 @@ class HummingbotVenue:
         fills = [self._fill_view(t) for t in self.raw_trades(since=since) if self._ours(t.trading_pair)]
         views = [*orders.values(), *self.views_from_trades(fills, set(orders))]
         return VenueSnapshot(orders=views, fills=fills, balances=self.balances(refresh=True))
+
+
+def _row_time(value: Any) -> datetime:
+    """A history row's time (ISO, naive = UTC as the server writes it)."""
+    ts = datetime.fromisoformat(str(value))
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _detail(resp: httpx.Response) -> str:
