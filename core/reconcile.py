@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from core.domain import OrderStatus
+from core.domain import Fill, OrderStatus
 from core.venues.order_journal import (
     CLOCK_SLACK,
     FINAL_STATUSES,
@@ -164,13 +164,14 @@ def reconcile(
 
     # 4. Fills: record the ones of our orders not yet journalled.
     by_venue_id = {o.venue_order_id: o for o in journal.orders() if o.venue_order_id}
-    fills, unknown_fills = [], []
+    fills: list[Fill] = []
+    unknown_fills: list[str] = []
     for fv in snap.fills:
-        order = by_venue_id.get(fv.venue_order_id or "")
-        if order is None:
+        owner = by_venue_id.get(fv.venue_order_id or "")
+        if owner is None:
             unknown_fills.append(fv.fill_id)
         else:
-            fills.append(fill_from_view(fv, order))
+            fills.append(fill_from_view(fv, owner))
     new_fills = [f.fill_id for f in journal.record_fills(fills)]
 
     # 5. Holdings: what we believe we hold versus the venue's balance of each base coin.

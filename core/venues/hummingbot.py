@@ -537,7 +537,7 @@ class HummingbotVenue:
             view = self._view(hb)
             if ours is not None and view.status not in FINAL_STATUSES:
                 out.append(self.apply_view(ours, view))
-        self.journal.record_orders([o for o in out if o != by_venue_id[o.venue_order_id]])
+        self.journal.record_orders([o for o in out if o != by_venue_id.get(o.venue_order_id or "")])
         return out
 
     def fills_since(self, client_order_id: str | None = None, since: datetime | None = None) -> list[Fill]:

@@ -44,7 +44,7 @@ class _Response(BaseModel):
 def _aware(v: Any) -> Any:
     """Hummingbot writes ISO timestamps, sometimes without an offset (its DB stores naive UTC)."""
     if isinstance(v, str):
-        v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        v = datetime.fromisoformat(v)  # Python 3.11 reads "Z" and offsets
     if isinstance(v, int | float):
         v = datetime.fromtimestamp(v / 1000 if v > 1e11 else v, tz=UTC)
     if isinstance(v, datetime) and v.tzinfo is None:
