@@ -212,3 +212,19 @@ def test_double_when_called_through_the_official_client_then_routes_and_shapes_a
     assert out["cancel"]["message"].endswith(row["order_id"])
     assert {t["token"] for t in out["state"]["master_account"]["kraken"]} == {"USD"}
     assert out["trades"]["data"] == []
+
+
+def test_double_when_trades_paged_then_cursor_works_but_only_limit_x2_newest_rows_exist(
+    http: httpx.Client, clock: ManualClock
+) -> None:
+    for _ in range(30):
+        http.post("/trading/orders", json=order_body(order_type="MARKET", price=None, amount=0.0001))
+        clock.advance(1)
+    http.post("/trading/orders/active", json={})  # the last fill lands
+    first = http.post("/trading/trades", json={"limit": 10}).json()
+    second = http.post("/trading/trades", json={"limit": 10, "cursor": first["pagination"]["next_cursor"]}).json()
+    assert first["pagination"]["total_count"] == 20  # 30 trades exist; the newest 20 are readable
+    ids = [t["trade_id"] for page in (first, second) for t in page["data"]]
+    assert len(set(ids)) == 20  # the cursor pages correctly within the cap
+    assert second["pagination"]["has_more"] is False and second["pagination"]["next_cursor"] is None
+    # silently capped: nothing says the 10 older trades exist
