@@ -238,6 +238,15 @@ class RiskSettings(_Section):
         return self
 
 
+class PaperTradingRule(_Section):
+    """One symbol's venue rules for the paper venue (the names of GET /connectors/{c}/trading-rules)."""
+
+    min_order_size: float = Field(default=0.0, ge=0)
+    min_price_increment: float = Field(gt=0)
+    min_base_amount_increment: float = Field(gt=0)
+    min_notional_size: float = Field(default=0.0, ge=0)
+
+
 class ExecutionSettings(_Section):
     mode: Literal["paper", "live"] = "paper"
     confirm_live: bool = Field(default=False, description="Must be true, together with mode=live, to trade real money.")
@@ -253,6 +262,25 @@ class ExecutionSettings(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     max_retries: int = Field(default=3, ge=0, le=20)
     backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    # --- venue trading rules and order safety (issue 10; used by core/venues) ---
+    trading_rules_ttl_seconds: float = Field(default=3600.0, gt=0, description="Cache of the live trading rules.")
+    order_settle_seconds: float = Field(
+        default=30.0, ge=0, description="Reconciliation declares an unconfirmed intent absent only after this long."
+    )
+    paper_trading_rules: dict[str, PaperTradingRule] = Field(
+        default_factory=dict,
+        description="Symbol -> lot/tick/minimums the paper venue applies (as live reads them from the venue).",
+    )
+
+    @field_validator("hummingbot_connector")
+    @classmethod
+    def _no_paper_connector(cls, v: str) -> str:
+        if v.endswith("_paper_trade"):
+            raise ValueError(
+                f"hummingbot_connector={v!r}: hummingbot-api has no paper-trade connectors (it answers 500); "
+                "paper trading is the project's own PaperVenue: set execution.mode=paper and a real connector name"
+            )
+        return v
 
     @field_validator("confirm_live", mode="before")
     @classmethod
