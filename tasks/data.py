@@ -120,13 +120,22 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
 
     s = rt.settings
     f = s.feed
-    use_polygon = source == "polygon" or (source == "auto" and f.polygon_api_key is not None)
+    from core.feeds.runner import resolve_source, run_kraken_stream
+
+    source = resolve_source(s, source)
+    use_polygon = source == "polygon"
 
     async def main() -> dict[str, int]:
         writer = CandleWriter(rt.store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
         stop = asyncio.Event()
         if seconds:
             asyncio.get_running_loop().call_later(seconds, stop.set)
+        if source == "kraken":  # the venue's own keyless data; untradable coins are alerted
+            from core.alerts import AlertKind
+
+            out = await run_kraken_stream(s, rt.store, symbols, stop, alert=lambda t, lines: rt.alerter.send(
+                AlertKind.DATA_HEALTH, t, lines))
+            return {k: v for k, v in out.items() if isinstance(v, int)}
         if use_polygon:
             assert f.polygon_api_key is not None
             url, rest_url, key = f.polygon_ws_url, f.polygon_rest_url, f.polygon_api_key
@@ -165,10 +174,16 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
 def backfill_candles(
     rt: Runtime, symbols: list[str], start: datetime, end: datetime, source: str = "auto", timeframe: str = "1h"
 ) -> dict[str, int]:
-    """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Binance
-    public klines (keyless). Both upsert idempotently, so a retried backfill writes no duplicate."""
+    """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Kraken's
+    public OHLC via ccxt (keyless; its newest 720 candles), or Binance klines (source=binance, deep
+    history, USDT). All upsert idempotently, so a retried backfill writes no duplicate."""
     s = rt.settings
     use_polygon = source == "polygon" or (source == "auto" and s.feed.polygon_api_key is not None)
+    if not use_polygon and source in ("auto", "kraken"):
+        from core.feeds.kraken_rest import KrakenRest
+        from core.feeds.kraken_rest import backfill as kraken_backfill
+
+        return kraken_backfill(KrakenRest.from_settings(s), rt.store, symbols, timeframe, start, end)
     if use_polygon:
         from core.feeds.polygon_rest import PolygonRestClient, backfill
 
@@ -179,5 +194,5 @@ def backfill_candles(
         return asyncio.run(main())
     from core.feeds.binance_klines import BinanceKlinesClient, backfill_binance
 
-    with BinanceKlinesClient.from_settings(s) as client:
+    with BinanceKlinesClient.from_settings(s, quote=s.feed.binance_quote) as client:
         return backfill_binance(client, rt.store, symbols, timeframe, start, end)

@@ -215,3 +215,49 @@ async def test_kraken_stream_when_connection_dropped_then_reconnects_and_repairs
     want = _expected(bars, COINS, T0 - timedelta(minutes=30), T0 + timedelta(minutes=15))
     assert got.equals(want)  # every minute once, none missing, the running 08:15 candle absent
     assert client.metrics.repaired_rows >= 3 * 10 and client.metrics.disconnects == 1
+
+
+# --- wiring: source choice and the `mlcrypto backfill` command -------------------------------------------
+
+
+async def test_resolve_source_when_no_key_then_kraken_if_it_answers_else_replay(bars) -> None:
+    from core.feeds.runner import resolve_source
+    from core.settings import Settings
+
+    d = await _double(bars, T0)
+    try:
+        up = Settings(feed={"kraken_rest_url": d.rest_url, "kraken_rate_limit_ms": 0})
+        got_up = await asyncio.to_thread(resolve_source, up, "auto")
+    finally:
+        await d.stop()
+    down = Settings(feed={"kraken_rest_url": d.rest_url, "kraken_rate_limit_ms": 0, "http_max_retries": 0})
+    assert got_up == "kraken"
+    assert await asyncio.to_thread(resolve_source, down, "auto") == "replay"  # the double is gone
+    assert resolve_source(Settings(feed={"polygon_api_key": "k"}), "auto") == "polygon"
+    assert resolve_source(Settings(feed={"source": "replay"}), "auto") == "replay"
+
+
+async def test_backfill_cli_when_coin_not_listed_then_named_and_the_rest_stored(bars, tmp_path, monkeypatch) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from deployments.commands import feeds
+
+    app = typer.Typer()
+    feeds.register(app)
+    now = T0 + timedelta(minutes=20, seconds=5)
+    d = await _double(bars, now)
+    monkeypatch.setenv("MLCRYPTO_DATA__VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("MLCRYPTO_FEED__KRAKEN_REST_URL", d.rest_url)
+    monkeypatch.setenv("MLCRYPTO_FEED__KRAKEN_RATE_LIMIT_MS", "0")
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        result = await asyncio.to_thread(CliRunner().invoke, app, [
+            "backfill", "-s", "BTC,BNB,XRP", "--start", "2026-04-03T07:00", "--end", now.isoformat()])
+    finally:
+        await d.stop()
+    assert result.exit_code == 0, result.output
+    assert "no USD market for BNB" in result.output
+    with DuckDBStore(tmp_path / "var" / "store.duckdb") as s:
+        got = s.read_many(["BTC", "XRP", "BNB"], "1m").sort("symbol", "ts")
+    assert got.equals(_expected(bars, ["BTC", "XRP"], T0 - timedelta(hours=1), T0 + timedelta(minutes=20)))

@@ -1,4 +1,4 @@
-"""Market-data commands: `mlcrypto stream`, `replay-server`, `backfill-polygon`, `health`.
+"""Market-data commands: `mlcrypto stream`, `replay-server`, `backfill` (Kraken, keyless), `backfill-polygon`, `health`.
 
 Times given without an offset are read as UTC. The replay source is the offline default: `stream`
 uses it whenever no Polygon key is configured.
@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.domain import timeframe_duration
 from core.errors import TradingSystemError
 from core.settings import Settings
 from core.storage.factory import open_store
@@ -116,6 +117,41 @@ def replay_server(
     asyncio.run(main())
 
 
+def backfill_kraken(
+    symbols: SymbolsOpt = None,
+    timeframe: Annotated[str, typer.Option(help="Bar size: 1m 5m 15m 1h 4h 1d.")] = "1m",
+    start: Annotated[str | None, typer.Option(help="First bar (ISO, UTC); default: as far back as Kraken serves.")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (ISO, UTC); default: now.")] = None,
+) -> None:
+    """Fill the store from Kraken's public OHLC through ccxt (no key; closed candles only). Kraken serves
+    the newest 720 candles of each interval (12 hours of 1m, 30 days of 1h): older bars are reported
+    as unavailable (for deep history: `mlcrypto backfill-binance`, USDT pairs)."""
+    from core.feeds.kraken_rest import KRAKEN_WINDOW, KrakenRest, backfill
+    from core.feeds.runner import check_universe
+
+    settings = _settings()
+    stop = _when(end, "--end") or datetime.now(UTC)
+    first = _when(start, "--start") or stop - KRAKEN_WINDOW * timeframe_duration(timeframe)
+    store = open_store(settings)
+    try:
+        rest = KrakenRest.from_settings(settings)
+        check = check_universe(rest, _symbols(symbols, settings))
+        if check.missing or check.inactive:
+            err.print(f"[yellow]{check.describe()}[/yellow]")
+        written = backfill(rest, store, list(check.tradable), timeframe, first, stop)
+    except (TradingSystemError, ValueError) as exc:
+        raise _fail(exc) from None
+    finally:
+        store.close()
+    table = Table("symbol", "bars written", title=f"Kraken {timeframe} {first:%Y-%m-%d %H:%M} -> {stop:%Y-%m-%d %H:%M} UTC")
+    for sym, n in written.items():
+        table.add_row(sym, f"{n:,}")
+    console.print(table)
+    if rest.metrics.unavailable_minutes:
+        console.print(f"older than Kraken's {KRAKEN_WINDOW}-candle window, not available: "
+                      f"{rest.metrics.unavailable_minutes:,} minutes in all")
+
+
 def backfill_polygon(
     start: Annotated[str, typer.Option(help="First minute (ISO, UTC).")],
     end: Annotated[str, typer.Option(help="End, exclusive (ISO, UTC).")],
@@ -207,5 +243,6 @@ def health(
 def register(app: typer.Typer) -> None:
     app.command("stream")(stream)
     app.command("replay-server")(replay_server)
+    app.command("backfill")(backfill_kraken)
     app.command("backfill-polygon")(backfill_polygon)
     app.command("health")(health)
