@@ -19,6 +19,7 @@ from core.domain import bars_in
 from core.regime import BENCHMARK
 from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
+from flows.hooks import ALERT_HOOKS
 from tasks.data import derive_candles, ingest_bars, load_candles, validate_candles
 from tasks.runtime import Runtime
 from tasks.trading import (
@@ -46,7 +47,7 @@ class ScanResult:
     orders: list[dict[str, Any]] = field(default_factory=list)
 
 
-@flow(name="scan-and-trade", validate_parameters=False, log_prints=False)
+@flow(name="scan-and-trade", validate_parameters=False, log_prints=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def scan_and_trade(
     symbols: list[str] | None = None,
     now: datetime | str | None = None,
