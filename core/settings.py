@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -265,6 +265,10 @@ class FeedSettings(_Section):
     kraken_rate_limit_ms: int = Field(default=1000, ge=0, le=60_000, description="ccxt throttle between REST calls.")
     kraken_repair_lookback_minutes: int = Field(default=720, ge=0, le=720, description="Gap repair of an empty store.")
     binance_quote: str = Field(default="USDT", description="Quote of the deep-history Binance backfill.")
+    replay_live: bool = Field(default=True, description="Replay re-timed to now at wall-clock pace (core.feeds.replay_live).")
+    replay_anchor: datetime = Field(
+        default=datetime(2026, 4, 7, 22, tzinfo=UTC), description="Recorded hour shown as the current hour (replay_live)."
+    )
 
 
 class MLSettings(_Section):

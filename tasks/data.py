@@ -8,7 +8,7 @@ Caching is off (NO_CACHE): the store is the cache, and Prefect's result store wo
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -142,9 +142,16 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
             return await _stream(url, rest_url, key, writer, stop)
         from core.feeds.replay_server import ReplayRestServer, ReplayWsServer, load_tape
 
-        tape = load_tape(s, symbols)
+        if f.replay_live:  # offline `make up`: re-timed to now, history stored, wall-clock pace
+            from core.feeds.replay_live import WallClockReplayServer, prepare_live_replay
+
+            tape = prepare_live_replay(s, rt.store, symbols, datetime.now(UTC))
+        else:
+            tape = load_tape(s, symbols)
         with ReplayRestServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_rest_port) as rest_srv:
-            ws = ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed, host=f.replay_host, port=f.replay_port)
+            ws = (WallClockReplayServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_port)
+                  if f.replay_live else
+                  ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed, host=f.replay_host, port=f.replay_port))
             await ws.start()
             try:
                 return await _stream(ws.url, rest_srv.url, f.replay_api_key, writer, stop)
