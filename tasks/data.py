@@ -143,7 +143,10 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
         from core.feeds.replay_server import ReplayRestServer, ReplayWsServer, load_tape
 
         if f.replay_live:  # offline `make up`: re-timed to now, history stored, wall-clock pace
-            from core.feeds.replay_live import WallClockReplayServer, prepare_live_replay
+            from core.feeds.replay_live import (
+                WallClockReplayServer,
+                prepare_live_replay,
+            )
 
             tape = prepare_live_replay(s, rt.store, symbols, datetime.now(UTC))
         else:
