@@ -60,10 +60,12 @@ class KrakenState:
     script: list[tuple[int, str | None]] = field(default_factory=list)  # (HTTP status, Kraken error) faults
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     by_coin: dict[str, pl.DataFrame] = field(default_factory=dict)
+    _minute: dict[tuple[str, datetime], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ms = self.bars.sort("ts").with_columns(s=pl.col("ts").dt.epoch("s"))
         self.by_coin = {c: ms.filter(pl.col("symbol") == c) for c in self.coins}
+        self._minute = {(r["symbol"], r["ts"]): r for r in ms.iter_rows(named=True)}  # running-candle lookup
 
     # -- names -------------------------------------------------------------------------------------
     def asset_id(self, coin: str) -> str:
@@ -101,10 +103,9 @@ class KrakenState:
         """The current minute's candle as it stands `progress` (0..1] through the minute: the open, a
         close part-way to the recorded one, a share of the volume; at 1.0 the recorded bar."""
         minute = self.now.replace(second=0, microsecond=0)
-        row = self.by_coin[coin].filter(pl.col("ts") == minute)
-        if row.is_empty():
+        r = self._minute.get((coin, minute))
+        if r is None:
             return None
-        r = row.row(0, named=True)
         close = r["open"] + (r["close"] - r["open"]) * progress
         high = r["high"] if progress >= 1 else max(r["open"], close)
         low = r["low"] if progress >= 1 else min(r["open"], close)
