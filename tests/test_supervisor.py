@@ -107,3 +107,51 @@ def test_supervisor_when_essential_child_exits_then_everything_stops_with_error(
 
     assert code == 1 and sup.failed is not None and "prefect server exited with code 1" in sup.failed
     assert sleeper.proc is not None and sleeper.proc.poll() is not None
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) -> None:
+    """The real stack (Prefect server, MLflow UI, serving process) on free ports: SIGTERM to `mlcrypto
+    up` leaves none of the processes of its children's groups alive."""
+    prefect_port, mlflow_port = _free_ports(2)
+    env = {**os.environ, "MLCRYPTO_DATA__VAR_DIR": str(tmp_path / "var"),
+           "MLCRYPTO_SCHEDULE__PREFECT_PORT": str(prefect_port),
+           "MLCRYPTO_SCHEDULE__MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}", "COLUMNS": "200"}
+    env.pop("PREFECT_API_URL", None)
+    up = subprocess.Popen([str(Path(sys.executable).parent / "mlcrypto"), "up", "--no-stream"], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: set[int] = set()
+    try:
+        lines: list[str] = []
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if line.startswith("running;"):
+                break
+        assert any(line.startswith("running;") for line in lines), "".join(lines)
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+        assert len(children) == 3  # prefect server, mlflow ui, serve
+        time.sleep(5)  # let them start their own children (uvicorn workers, job consumers)
+        for c in children:
+            seen |= {int(p) for p in subprocess.run(["pgrep", "-g", str(c)], capture_output=True,
+                                                    text=True).stdout.split()}
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=90)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, out
+    assert "stack stopped (SIGTERM)" in out
+    assert len(seen) >= 3 and _wait(lambda: not any(_alive(p) for p in seen), 10), [p for p in seen if _alive(p)]
