@@ -121,6 +121,10 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _pgrep(flag: str, pid: int) -> list[str]:
+    return subprocess.run(["pgrep", flag, str(pid)], check=False, capture_output=True, text=True).stdout.split()
+
+
 def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) -> None:
     """The real stack (Prefect server, MLflow UI, serving process) on free ports: SIGTERM to `mlcrypto
     up` leaves none of the processes of its children's groups alive."""
@@ -140,13 +144,11 @@ def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) ->
             if line.startswith("running;"):
                 break
         assert any(line.startswith("running;") for line in lines), "".join(lines)
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True,
-                                                   text=True).stdout.split()]
+        children = [int(p) for p in _pgrep("-P", up.pid)]
         assert len(children) == 3  # prefect server, mlflow ui, serve
         time.sleep(5)  # let them start their own children (uvicorn workers, job consumers)
         for c in children:
-            seen |= {int(p) for p in subprocess.run(["pgrep", "-g", str(c)], capture_output=True,
-                                                    text=True).stdout.split()}
+            seen |= {int(p) for p in _pgrep("-g", c)}
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=90)
     finally:
