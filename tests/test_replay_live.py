@@ -55,7 +55,7 @@ async def test_wall_clock_replay_when_minutes_close_then_each_sent_only_after_it
             second = json.loads(await asyncio.wait_for(ws.recv(), 5))
             try:
                 third = await asyncio.wait_for(ws.recv(), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 third = None
     finally:
         await server.stop()
