@@ -85,3 +85,24 @@ def test_scan_and_trade_when_live_replay_prepared_then_first_deployed_scan_passe
     out = state.result()
     assert len(out.gate_failed) < len(settings.data.symbols)  # the re-timed bars are fresh
     assert out.decisions, "the anchor's previous hour carries signals: the first scan must decide"
+
+
+def test_prepare_live_replay_when_stream_restarted_later_then_first_offset_kept(tmp_path) -> None:
+    from core.feeds.replay_live import prepare_live_replay
+    from core.settings import load_settings
+    from core.storage.duckdb_store import DuckDBStore
+
+    settings = load_settings(data={"var_dir": tmp_path})
+    first = datetime(2031, 5, 6, 10, 20, 30, tzinfo=UTC)
+    later = first + timedelta(hours=2, minutes=7)
+    with DuckDBStore(tmp_path / "s.duckdb") as store:
+        tape1 = prepare_live_replay(settings, store, ["BTC"], first)
+        tape2 = prepare_live_replay(settings, store, ["BTC"], later)
+        stored = store.read_many(["BTC"], "1m")
+    offset = datetime(2031, 5, 6, 10, tzinfo=UTC) - ANCHOR
+    assert tape1.s_ms[0] == int(first.replace(second=0).timestamp() * 1000)
+    assert tape2.s_ms[0] == int(later.replace(second=0).timestamp() * 1000)
+    # one mapping: every stored minute is a recorded minute shifted by the first start's offset
+    assert stored["ts"].max() == later.replace(second=0) - timedelta(minutes=1)
+    recorded = tape2.frame.filter(pl.col("symbol") == "BTC").head(1)
+    assert recorded["ts"][0] - offset == ANCHOR + timedelta(hours=2, minutes=27)

@@ -38,6 +38,7 @@ from core.storage.base import CandleStore
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
+OFFSET_RECORD = "replay_live_offset"  # store record kind: anchor -> the offset of the first start
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,20 @@ def _floor(ts: datetime, step: timedelta) -> datetime:
 
 
 def plan_live_replay(
-    recorded_1m: pl.DataFrame, shipped_tf: pl.DataFrame, *, anchor: datetime, now: datetime, timeframe: str = "1h"
+    recorded_1m: pl.DataFrame, shipped_tf: pl.DataFrame, *, anchor: datetime, now: datetime, timeframe: str = "1h",
+    offset: timedelta | None = None,
 ) -> LiveReplayPlan:
-    """Split recorded bars, re-timed by whole hours so `anchor` becomes the current hour, into what
-    has closed by `now` (history) and what is still to come (live)."""
+    """Split recorded bars, re-timed by whole hours so `anchor` becomes the current hour (or by a given
+    `offset`: the one of an earlier start), into what has closed by `now` (history) and what is still
+    to come (live)."""
     if anchor.tzinfo is None or now.tzinfo is None:
         raise ValueError("anchor and now must be timezone-aware UTC")
     if anchor != _floor(anchor, HOUR):
         raise ValueError(f"replay anchor {anchor} must be on an hour boundary")
-    offset = _floor(now, HOUR) - anchor
+    if offset is None:
+        offset = _floor(now, HOUR) - anchor
+    if offset % HOUR:
+        raise ValueError(f"replay offset {offset} must be whole hours")
     cut = _floor(now, timedelta(minutes=1))
     step = timeframe_duration(timeframe)
     shift = pl.col("ts") + offset
@@ -88,7 +94,12 @@ def prepare_live_replay(
     recorded = load_shipped(settings.data.data_dir, "1m", symbols)
     shipped = load_shipped(settings.data.data_dir, tf, list(settings.data.symbols),
                            anchor - timedelta(days=history_days), anchor + timedelta(days=30))
-    plan = plan_live_replay(recorded, shipped, anchor=anchor, now=now, timeframe=tf)
+    # A restarted stream (the supervisor restarts it) keeps the first start's offset: the store never
+    # holds one recorded minute under two timestamps. A new anchor starts a new mapping.
+    saved = dict(store.get_records(OFFSET_RECORD)).get(anchor.isoformat())
+    offset = timedelta(seconds=saved["offset_seconds"]) if saved else None
+    plan = plan_live_replay(recorded, shipped, anchor=anchor, now=now, timeframe=tf, offset=offset)
+    store.put_records(OFFSET_RECORD, [(anchor.isoformat(), {"offset_seconds": plan.offset.total_seconds()})])
     if plan.live.is_empty():
         raise ValueError(f"nothing left to replay after {anchor} in {path}")
     written = store.upsert_candles(plan.history_tf) + store.upsert_candles(plan.history_1m)
