@@ -45,11 +45,11 @@ async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
 
 def stream(
     symbols: SymbolsOpt = None,
-    source: Annotated[str, typer.Option(help="polygon | replay | auto (polygon when a key is set).")] = "auto",
+    source: Annotated[str, typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay).")] = "auto",
     seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
 ) -> None:
     """Stream 1m aggregates (XA) into the store, repairing gaps from REST after every reconnect."""
-    from core.feeds.runner import feed_endpoints, run_stream
+    from core.feeds.runner import feed_endpoints, resolve_source, run_stream
 
     settings = _settings()
     wanted = _symbols(symbols, settings)
@@ -58,10 +58,11 @@ def stream(
         store = open_store(settings)
         stop = asyncio.Event()
         await _until_signal(stop, seconds)
-        ends = feed_endpoints(settings, source)
-        console.print(f"streaming {len(wanted)} symbols from {ends.source} ({ends.ws_url}); Ctrl-C to stop")
+        chosen = await asyncio.to_thread(resolve_source, settings, source)
+        url = settings.feed.kraken_ws_url if chosen == "kraken" else feed_endpoints(settings, chosen).ws_url
+        console.print(f"streaming {len(wanted)} symbols from {chosen} ({url}); Ctrl-C to stop")
         try:
-            return await run_stream(settings, store, source=source, symbols=wanted, stop=stop)
+            return await run_stream(settings, store, source=chosen, symbols=wanted, stop=stop)
         finally:
             store.close()
 
