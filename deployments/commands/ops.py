@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,17 +107,30 @@ def _wait_http(url: str, seconds: float, stop: Callable[[], bool] = lambda: Fals
 def up(
     seconds: Annotated[float | None, typer.Option(help="Stop everything after N seconds (default: until Ctrl-C or SIGTERM).")] = None,
     stream: Annotated[bool, typer.Option(help="Run the streaming ingest (a supervised child) once the server is up.")] = True,
+    profile: Annotated[str, typer.Option(help="local (serve in one process) | cluster (PostgreSQL everywhere, deploy + process workers).")] = "local",
+    workers: Annotated[int, typer.Option(min=1, max=16, help="cluster: process workers on the mlcrypto-process pool.")] = 2,
 ) -> None:
     """Local stack: Prefect server (UI localhost:4200), MLflow UI (localhost:5000), every deployment
     served, and the stream running (Kraken, or the replay when offline; Polygon with a key). Ctrl-C and
     SIGTERM stop all of it; the MLflow UI, the serving process and the stream are restarted with
-    backoff when they die (deployments/supervisor.py)."""
+    backoff when they die (deployments/supervisor.py).
+
+    --profile cluster rehearses the cluster on one machine: the Prefect server on PostgreSQL
+    (PREFECT_API_DATABASE_CONNECTION_URL, Prefect's own setting), the store on PostgreSQL
+    (store.backend=postgres), MLflow's backend on PostgreSQL (ml.tracking_uri), every deployment
+    registered with `prefect deploy --all` and run by `--workers` process workers instead of serve."""
     import logging
 
     from deployments.prefect_env import api_url, configure
     from deployments.supervisor import ChildSpec, Supervisor
 
     settings = _settings()
+    if profile not in ("local", "cluster"):
+        raise typer.Exit(_fail_up(f"unknown profile {profile!r}; use local or cluster"))
+    if profile == "cluster":
+        problems = cluster_problems(settings, os.environ)
+        if problems:
+            raise typer.Exit(_fail_up("the cluster profile needs PostgreSQL everywhere:\n  " + "\n  ".join(problems)))
     configure(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logs = settings.data.var_dir / "logs"
@@ -142,8 +155,19 @@ def up(
                                       settings.mlflow_tracking_uri, "--host", "127.0.0.1", "--port", ml_port],
                         logs / "mlflow-ui.log", restart=True))
     console.print(f"MLflow UI      {settings.schedule.mlflow_ui_url}")
-    sup.start(ChildSpec("serve", [sys.executable, "-m", "deployments.serve"], logs / "serve.log", restart=True))
-    console.print(f"deployments    served from this machine (log {logs / 'serve.log'})")
+    if profile == "cluster":
+        out = deploy_all(api, env=env)
+        if out.returncode:
+            sup.stop_all()
+            raise typer.Exit(_fail_up(f"prefect deploy --all failed: {out.stderr[-1500:]}"))
+        for i in range(1, workers + 1):
+            sup.start(ChildSpec(f"worker {i}", [str(bin_dir / "prefect"), "worker", "start", "--pool", WORK_POOL,
+                                                "--name", f"mlcrypto-worker-{i}"], logs / f"worker-{i}.log",
+                                restart=True))
+        console.print(f"deployments    registered on pool {WORK_POOL}, {workers} process workers (logs {logs})")
+    else:
+        sup.start(ChildSpec("serve", [sys.executable, "-m", "deployments.serve"], logs / "serve.log", restart=True))
+        console.print(f"deployments    served from this machine (log {logs / 'serve.log'})")
     if stream:
         sup.start(ChildSpec("stream", [sys.executable, "-c", STREAM_CHILD], logs / "stream.log", restart=True))
         console.print(f"stream         streaming-ingest flow run, feed.source={settings.feed.source} "
@@ -152,6 +176,19 @@ def up(
     code = sup.run(seconds)
     if code:
         raise typer.Exit(_fail_up(sup.failed or "a child failed"))
+
+
+def cluster_problems(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """What keeps the cluster profile from running on PostgreSQL everywhere (empty when ready)."""
+    problems = []
+    db = environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    if not db.startswith("postgresql+asyncpg://"):
+        problems.append("PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/prefect (the Prefect server's database)")
+    if settings.store.backend != "postgres":
+        problems.append("MLCRYPTO_STORE__BACKEND=postgres and MLCRYPTO_STORE__POSTGRES_DSN=postgresql://... (the store)")
+    if not (settings.ml.tracking_uri or "").startswith("postgresql"):
+        problems.append("MLCRYPTO_ML__TRACKING_URI=postgresql+psycopg://user@host:5432/mlflow (MLflow's backend)")
+    return problems
 
 
 # The stream as its own supervised process: a streaming-ingest flow run reported to the Prefect server
