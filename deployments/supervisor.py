@@ -53,6 +53,7 @@ class Supervisor:
         stop_timeout: float = 20.0,
         poll: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        on_exit: Callable[[str, list[str]], object] | None = None,
     ) -> None:
         self.cwd = cwd
         self.env = env
@@ -62,6 +63,7 @@ class Supervisor:
         self.stop_timeout = stop_timeout
         self.poll = poll
         self.clock = clock
+        self.on_exit = on_exit  # (title, lines): e.g. a Slack alert; a dead process runs no hook of its own
         self.children: list[Child] = []
         self.stop_reason: str | None = None
         self.failed: str | None = None
@@ -110,6 +112,7 @@ class Supervisor:
                 continue
             if not child.spec.restart:
                 self.failed = f"{child.spec.name} exited with code {code}; see {child.spec.log_path}"
+                self._notify(f"{child.spec.name} exited with code {code}: stopping the stack", [self.failed])
                 return
             if now - child.started_at >= self.stable_after:
                 child.restarts = 0  # it had been running fine: start the backoff over
@@ -118,6 +121,16 @@ class Supervisor:
             child.next_start = now + delay
             log.warning("%s exited with code %s; restart %d in %.1fs (log %s)", child.spec.name, code,
                         child.restarts, delay, child.spec.log_path)
+            self._notify(f"{child.spec.name} exited with code {code}: restart {child.restarts} in {delay:.1f}s",
+                         [f"log: {child.spec.log_path}"])
+
+    def _notify(self, title: str, lines: list[str]) -> None:
+        if self.on_exit is None:
+            return
+        try:
+            self.on_exit(title, lines)
+        except Exception as exc:  # noqa: BLE001 - an alert must never stop the supervision
+            log.error("exit notification failed: %s", exc)
 
     def run(self, seconds: float | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
         """Supervise until a signal, `seconds`, or a non-restartable child's exit; then stop all.

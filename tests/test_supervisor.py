@@ -83,7 +83,9 @@ def test_supervisor_when_sigterm_then_no_child_or_grandchild_survives(tmp_path: 
 
 def test_supervisor_when_restartable_child_dies_then_restarted_with_backoff_and_logged(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="deployments.supervisor")
-    sup = Supervisor(cwd=ROOT, env=dict(os.environ), backoff_initial=0.2, backoff_max=0.8, poll=0.05)
+    notes: list[str] = []
+    sup = Supervisor(cwd=ROOT, env=dict(os.environ), backoff_initial=0.2, backoff_max=0.8, poll=0.05,
+                     on_exit=lambda title, lines: notes.append(title))
     child = sup.start(ChildSpec("stream", [sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path / "s.log",
                                 restart=True))
 
@@ -95,6 +97,7 @@ def test_supervisor_when_restartable_child_dies_then_restarted_with_backoff_and_
     assert exits[:4] == [f"stream exited with code 3; restart {i} in {d:.1f}s (log {tmp_path / 's.log'})"
                          for i, d in ((1, 0.2), (2, 0.4), (3, 0.8), (4, 0.8))][: len(exits[:4])]
     assert sum("restarting stream" in r.getMessage() for r in caplog.records) >= 3
+    assert notes[:2] == ["stream exited with code 3: restart 1 in 0.2s", "stream exited with code 3: restart 2 in 0.4s"]
 
 
 def test_supervisor_when_essential_child_exits_then_everything_stops_with_error(tmp_path: Path) -> None:
@@ -126,10 +129,14 @@ def _pgrep(flag: str, pid: int) -> list[str]:
 
 
 def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) -> None:
-    """The real stack (Prefect server, MLflow UI, serving process) on free ports: SIGTERM to `mlcrypto
-    up` leaves none of the processes of its children's groups alive."""
+    """The real stack (Prefect server, MLflow UI, serving process) on free ports: the serving process
+    killed with -9 is alerted (to a local Slack receiver) and restarted; SIGTERM to `mlcrypto up`
+    leaves none of the processes of its children's groups alive."""
+    from tests.test_alerts import Receiver
+
+    slack = Receiver()
     prefect_port, mlflow_port = _free_ports(2)
-    env = {**os.environ, "MLCRYPTO_DATA__VAR_DIR": str(tmp_path / "var"),
+    env = {**os.environ, "MLCRYPTO_DATA__VAR_DIR": str(tmp_path / "var"), "MLCRYPTO_ALERTS__SLACK_WEBHOOK_URL": slack.url,
            "MLCRYPTO_SCHEDULE__PREFECT_PORT": str(prefect_port),
            "MLCRYPTO_SCHEDULE__MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}", "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
@@ -147,6 +154,11 @@ def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) ->
         children = [int(p) for p in _pgrep("-P", up.pid)]
         assert len(children) == 3  # prefect server, mlflow ui, serve
         time.sleep(5)  # let them start their own children (uvicorn workers, job consumers)
+        serve = next(c for c in children if "deployments.serve" in Path(f"/proc/{c}/cmdline").read_text())
+        os.kill(serve, signal.SIGKILL)
+        assert _wait(lambda: len(_pgrep("-P", up.pid)) == 3 and serve not in [int(p) for p in _pgrep("-P", up.pid)], 30)
+        children = [int(p) for p in _pgrep("-P", up.pid)]
+        time.sleep(3)
         for c in children:
             seen |= {int(p) for p in _pgrep("-g", c)}
         up.send_signal(signal.SIGTERM)
@@ -154,6 +166,9 @@ def test_mlcrypto_up_when_sigterm_then_whole_real_stack_stops(tmp_path: Path) ->
     finally:
         if up.poll() is None:
             up.kill()
+    slack.httpd.shutdown()
+    slack.httpd.server_close()
     assert up.returncode == 0, out
-    assert "stack stopped (SIGTERM)" in out
+    assert "stack stopped (SIGTERM)" in out and "restarting serve (restart 1)" in out
+    assert any("serve exited with code -9: restart 1" in p["body"]["text"] for p in slack.posts), slack.posts
     assert len(seen) >= 3 and _wait(lambda: not any(_alive(p) for p in seen), 10), [p for p in seen if _alive(p)]

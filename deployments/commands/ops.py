@@ -138,7 +138,11 @@ def up(
     api = api_url(settings)
     env = {**os.environ, "PREFECT_API_URL": api}
     bin_dir = Path(sys.executable).parent
-    sup = Supervisor(cwd=PROJECT_ROOT, env=env)
+    from core.alerts import AlertKind, SlackAlerter
+
+    alerter = SlackAlerter.from_settings(settings)  # a child killed with -9 runs no hook: say it here
+    sup = Supervisor(cwd=PROJECT_ROOT, env=env,
+                     on_exit=lambda title, lines: alerter.send(AlertKind.FLOW_FAILURE, f"mlcrypto up: {title}", lines))
     sup.install_signal_handlers()  # from here on SIGTERM stops the stack exactly as Ctrl-C does
     port = str(settings.schedule.prefect_port)
     sup.start(ChildSpec("prefect server", [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
