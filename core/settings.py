@@ -84,7 +84,7 @@ class DataSettings(_Section):
     # NoDecode: env values are split by _split ("BTC,ETH SOL" or a JSON array), not JSON-only.
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(default=MONITORED_SYMBOLS, min_length=1, max_length=99)
     universe: Annotated[tuple[str, ...], NoDecode] = Field(default=SUPPORTED_SYMBOLS, min_length=1, max_length=99)
-    quote: str = "USDT"
+    quote: str = Field(default="USD", description="Quote currency of the venue's pairs (Kraken trades USD).")
     detection_timeframe: Timeframe = "1h"
     stream_timeframe: Timeframe = "1m"
     derived_timeframes: tuple[Timeframe, ...] = ("15m", "1h", "4h", "1d")
@@ -329,6 +329,19 @@ class FeedSettings(_Section):
     )
     reject_log_interval_seconds: float = Field(
         default=60.0, gt=0, description="Dropped feed input is logged once per kind per this many seconds."
+    )
+    # Live source and keyless venue data (issue 11): Kraken's public REST (via ccxt) and WebSocket v2.
+    source: Literal["auto", "polygon", "kraken", "replay"] = Field(
+        default="auto", description="auto: Polygon with a key, else Kraken when it answers, else the local replay."
+    )
+    kraken_rest_url: str = "https://api.kraken.com"
+    kraken_ws_url: str = "wss://ws.kraken.com/v2"
+    kraken_rate_limit_ms: int = Field(default=1000, ge=0, le=60_000, description="ccxt throttle between REST calls.")
+    kraken_repair_lookback_minutes: int = Field(default=720, ge=0, le=720, description="Gap repair of an empty store.")
+    binance_quote: str = Field(default="USDT", description="Quote of the deep-history Binance backfill.")
+    replay_live: bool = Field(default=True, description="Replay re-timed to now at wall-clock pace (core.feeds.replay_live).")
+    replay_anchor: datetime = Field(
+        default=datetime(2026, 4, 7, 22, tzinfo=UTC), description="Recorded hour shown as the current hour (replay_live)."
     )
 
 

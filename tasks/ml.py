@@ -22,10 +22,11 @@ REGISTRY = IO_RETRIES | dict(retry_delay_seconds=[2, 10, 30])  # MLflow store ma
 
 @task(name="load_training_bars", **REGISTRY)
 def load_training_bars(rt: Runtime, end: datetime | None = None, symbols: list[str] | None = None) -> pl.DataFrame:
-    """History for training: the shipped data before `end` (the main job trains on the earlier part)."""
-    from models.dataset import load_history
+    """History for training before `end`: the shipped data merged with the store's streamed and
+    backfilled bars, de-duplicated (core.training_history; the main job trains on the earlier part)."""
+    from core.training_history import training_history
 
-    return load_history(rt.settings, symbols=symbols, end=end)
+    return training_history(rt.settings, rt.store, symbols, end)
 
 
 @task(name="build_labels", **COMPUTE)

@@ -194,7 +194,7 @@ def backfill_binance_cmd(
     begin = _when(start, "--start") or stop - timedelta(days=days)
     store = _store(settings)
     try:
-        with BinanceKlinesClient.from_settings(settings) as client:
+        with BinanceKlinesClient.from_settings(settings, quote=settings.feed.binance_quote) as client:
             written = backfill_binance(client, store, syms, timeframe, begin, stop)
     except (TradingSystemError, ValueError) as exc:
         raise _fail(exc) from None
