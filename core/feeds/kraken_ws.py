@@ -32,9 +32,9 @@ import websockets
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.domain import CANDLE_SCHEMA
-from core.feeds.http_retry import capped_backoff
 from core.feeds.ingest import CandleWriter
 from core.feeds.kraken_rest import KrakenRest, repair_gaps
+from core.retry import capped_backoff
 
 log = logging.getLogger(__name__)
 
