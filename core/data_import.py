@@ -88,7 +88,7 @@ def _ragged_line(path: Path) -> str | None:
 
 def _parquet_damage(path: Path) -> str:
     """Where a parquet file cannot be read: its footer, or the first row group that fails to decode."""
-    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq
 
     size = path.stat().st_size
     try:

@@ -96,7 +96,7 @@ def secrets_in_file(path: Path) -> set[str]:
 
             found |= secrets_in(tomllib.loads(text))
         else:
-            import yaml  # type: ignore[import-untyped]
+            import yaml
 
             found |= secrets_in(yaml.safe_load(text))
     except Exception:  # noqa: BLE001, S110 - a malformed file: fall back to the line scan below

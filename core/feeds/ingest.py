@@ -7,9 +7,10 @@ upsert does the same, so duplicates and out-of-order events never create a secon
 
 The store is synchronous; writes run in a worker thread, in the background, so the event loop keeps
 reading the socket while a batch commits (rows arriving meanwhile form the next, larger batch; past
-20 batches pending, add() waits for the running write: backpressure instead of unbounded memory). A failed write keeps its rows pending and is retried on the next flush: nothing
-is dropped because the store was briefly unavailable. Every failure counts in `write_failures`, a
-native panic (polars' PanicException is a BaseException) included. A batch the store REFUSES as bad
+20 batches pending, add() waits for the running write: backpressure instead of unbounded memory).
+A failed write keeps its rows pending and is retried on the next flush: nothing is dropped because
+the store was briefly unavailable. Every failure counts in `write_failures`, a native panic (polars'
+PanicException is a BaseException) included. A batch the store REFUSES as bad
 data (DataQualityError) is not retried forever: its acceptable rows are kept, the others counted in
 `rows_rejected`. `close()` raises StoreError when received rows remain unwritten: never a silent loss.
 """

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import ccxt  # type: ignore[import-untyped]
+import ccxt
 import polars as pl
 
 from core.domain import CANDLE_SCHEMA, timeframe_duration

@@ -143,7 +143,7 @@ class PolygonStreamClient:
                     await self._read(ws, stop)
             except FeedError:
                 raise
-            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as exc:
+            except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 log.warning("Polygon stream %s disconnected: %s: %s", self.url, type(exc).__name__, exc)
             except BaseException as exc:  # noqa: BLE001 - anything else ends this connection, never the stream
                 if is_process_control(exc):
@@ -165,7 +165,7 @@ class PolygonStreamClient:
             log.info("reconnecting to %s in %.2fs (attempt %d)", self.url, delay, attempt)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _recv_status(self, ws: websockets.ClientConnection) -> list[str]:

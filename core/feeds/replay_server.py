@@ -163,7 +163,7 @@ class ReplayWsServer:
             # No permessage-deflate: on loopback compressing 100 kB frames only burns the CPU we measure.
             self._handle, self.host, self.port, max_size=None, logger=_WIRE_LOG, compression=None
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = list(self._server.sockets)[0].getsockname()[1]
         self._publisher = asyncio.create_task(self._publish())
         log.info("replay WebSocket server on %s (%d bars, speed %s)", self.url, len(self.tape), self.speed or "max")
         return self
@@ -294,7 +294,7 @@ class ReplayRestServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
-        self.host, self.port = self._httpd.server_address[:2]
+        self.host, self.port = str(self._httpd.server_address[0]), int(self._httpd.server_address[1])
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="replay-rest", daemon=True)
 
     @property

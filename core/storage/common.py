@@ -40,7 +40,7 @@ def candle_frame(frame: pl.DataFrame) -> pl.DataFrame:
     return (
         frame.select(CANDLE_COLUMNS)
         .with_columns(pl.col("ts").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
-        .cast(CANDLE_SCHEMA)
+        .cast(pl.Schema(CANDLE_SCHEMA))
         .sort("symbol", "ts")
     )
 
@@ -89,7 +89,7 @@ def coverage_frame(raw: pl.DataFrame) -> pl.DataFrame:
         .with_columns(expected=(span_us // step_us + 1).cast(pl.Int64))
         .with_columns(missing=pl.col("expected") - pl.col("rows"))
         .select(list(COVERAGE_SCHEMA))
-        .cast(COVERAGE_SCHEMA)
+        .cast(pl.Schema(COVERAGE_SCHEMA))
         .sort("symbol", "timeframe")
     )
 
@@ -109,7 +109,7 @@ def gaps_frame(raw: pl.DataFrame, symbol: str, timeframe: str) -> pl.DataFrame:
             gap_end=pl.col("ts"),
             missing=(pl.col("ts").dt.epoch("us") - pl.col("prev_ts").dt.epoch("us")) // step_us - 1,
         )
-        .cast(GAPS_SCHEMA)
+        .cast(pl.Schema(GAPS_SCHEMA))
         .sort("gap_start")
     )
 

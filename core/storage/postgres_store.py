@@ -4,8 +4,8 @@ its connection string as the DSN, no REST layer involved).
 All tables live in one schema (default `public`), so several stores can share a database. Upserts COPY
 each chunk (CSV, exact float text) into a temporary table, then INSERT ... ON CONFLICT DO UPDATE into
 candles; every chunk of one call runs in one transaction (all or nothing). Large reads stream out with
-COPY ... TO STDOUT and are parsed by polars; small ones (last_bars) use a binary cursor. One connection per store, guarded by a lock; a broken
-connection is reopened on the next call.
+COPY ... TO STDOUT and are parsed by polars; small ones (last_bars) use a binary cursor. One connection per
+store, guarded by a lock; a broken connection is reopened on the next call.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ class PostgresStore:
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             cur.execute(f"SELECT coalesce(max(version), 0) FROM {self._t('schema_version')}")
-            current = cur.fetchone()[0]
+            row = cur.fetchone()
+            current = row[0] if row is not None else 0
             migrations = _migrations(self.schema)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for stmt in migrations[version]:
@@ -157,7 +158,8 @@ class PostgresStore:
     def schema_version(self) -> int:
         with self._tx("read schema version") as cur:
             cur.execute(f"SELECT max(version) FROM {self._t('schema_version')}")
-            return int(cur.fetchone()[0])
+            row = cur.fetchone()
+            return int(row[0]) if row is not None and row[0] is not None else 0
 
     # -- candles --------------------------------------------------------------------------------------
     def upsert_candles(self, candles: pl.DataFrame) -> int:
@@ -259,8 +261,8 @@ class PostgresStore:
                 f"FROM {self._t('candles')} GROUP BY symbol, timeframe"
             )
             rows = cur.fetchall()
-        schema = {"symbol": pl.Utf8, "timeframe": pl.Utf8, "first": pl.Datetime("us", "UTC"),
-                  "last": pl.Datetime("us", "UTC"), "rows": pl.Int64}
+        schema: dict[str, pl.DataType] = {"symbol": pl.Utf8(), "timeframe": pl.Utf8(), "first": pl.Datetime("us", "UTC"),
+                                          "last": pl.Datetime("us", "UTC"), "rows": pl.Int64()}
         return coverage_frame(pl.DataFrame(rows, schema=schema, orient="row"))
 
     def gaps(self, symbol: str, timeframe: str) -> pl.DataFrame:
