@@ -47,7 +47,9 @@ async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
 
 def stream(
     symbols: SymbolsOpt = None,
-    source: Annotated[str, typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay).")] = "auto",
+    source: Annotated[
+        str, typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay).")
+    ] = "auto",
     seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
 ) -> None:
     """Stream 1m aggregates (XA) into the store, repairing gaps from REST after every reconnect."""

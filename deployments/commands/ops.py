@@ -107,9 +107,13 @@ def _wait_http(url: str, seconds: float, stop: Callable[[], bool] = lambda: Fals
 
 
 def up(
-    seconds: Annotated[float | None, typer.Option(help="Stop everything after N seconds (default: until Ctrl-C or SIGTERM).")] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop everything after N seconds (default: until Ctrl-C or SIGTERM).")
+    ] = None,
     stream: Annotated[bool, typer.Option(help="Run the streaming ingest (a supervised child) once the server is up.")] = True,
-    profile: Annotated[str, typer.Option(help="local (serve in one process) | cluster (PostgreSQL everywhere, deploy + process workers).")] = "local",
+    profile: Annotated[
+        str, typer.Option(help="local (serve in one process) | cluster (PostgreSQL everywhere, deploy + process workers).")
+    ] = "local",
     workers: Annotated[int, typer.Option(min=1, max=16, help="cluster: process workers on the mlcrypto-process pool.")] = 2,
 ) -> None:
     """Local stack: Prefect server (UI localhost:4200), MLflow UI (localhost:5000), every deployment
@@ -189,7 +193,9 @@ def cluster_problems(settings: Settings, environ: Mapping[str, str]) -> list[str
     problems = []
     db = environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
     if not db.startswith("postgresql+asyncpg://"):
-        problems.append("PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/prefect (the Prefect server's database)")
+        problems.append(
+            "PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/prefect (the Prefect server's database)"
+        )
     if settings.store.backend != "postgres":
         problems.append("MLCRYPTO_STORE__BACKEND=postgres and MLCRYPTO_STORE__POSTGRES_DSN=postgresql://... (the store)")
     if not (settings.ml.tracking_uri or "").startswith("postgresql"):
