@@ -1,4 +1,4 @@
-"""Domain types at the boundaries: candles, signals, decisions, orders, fills, positions, closed trades.
+"""Domain types at the boundaries: signals, scores, decisions (with reason codes), orders, fills, closed trades.
 
 Columnar work uses polars frames with the CANDLE_SCHEMA columns; these typed records are what crosses
 component boundaries one at a time (a signal to the manager, an order to a venue, a fill back).
@@ -6,7 +6,6 @@ component boundaries one at a time (a signal to the manager, an order to a venue
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -91,6 +90,56 @@ class Regime(StrEnum):
     EUPHORIA = "EUPHORIA"
 
 
+class OrderPurpose(StrEnum):
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+class Liquidity(StrEnum):
+    MAKER = "maker"  # a resting limit order filled
+    TAKER = "taker"  # a market order (or a triggered stop)
+
+
+class ReasonCode(StrEnum):
+    """Why a signal was taken or skipped: reports count these; Decision.detail says the numbers."""
+
+    TAKEN = "taken"
+    LOST_CONFLICT = "lost_conflict"  # another strategy's signal on the same symbol won
+    REGIME_NO_ENTRIES = "regime_no_entries"
+    REGIME_NO_SWING = "regime_no_swing"
+    LOW_CONFIDENCE = "low_confidence"
+    SYMBOL_HELD = "symbol_held"
+    SYMBOL_PENDING = "symbol_pending"  # resting entry orders for the symbol
+    MAX_POSITIONS = "max_positions"
+    NOTIONAL_CAP = "notional_cap"
+    ALLOCATION_EXHAUSTED = "allocation_exhausted"
+    BELOW_MIN_NOTIONAL = "below_min_notional"
+
+
+# How ledgers written before reason codes phrased each reason (their free text becomes the detail).
+_LEGACY_REASONS: tuple[tuple[str, ReasonCode], ...] = (
+    ("taken", ReasonCode.TAKEN),
+    ("lost conflict", ReasonCode.LOST_CONFLICT),
+    ("confidence", ReasonCode.LOW_CONFIDENCE),
+    ("max positions", ReasonCode.MAX_POSITIONS),
+    ("open notional cap", ReasonCode.NOTIONAL_CAP),
+    ("strategy allocation", ReasonCode.ALLOCATION_EXHAUSTED),
+    ("order notional", ReasonCode.BELOW_MIN_NOTIONAL),
+)
+
+
+def legacy_reason_code(text: str) -> ReasonCode:
+    """The code of an English reason stored by an earlier version (ValueError when none fits)."""
+    if text.startswith("regime "):
+        return ReasonCode.REGIME_NO_SWING if "swing" in text else ReasonCode.REGIME_NO_ENTRIES
+    if text.startswith("symbol "):
+        return ReasonCode.SYMBOL_PENDING if " pending " in text else ReasonCode.SYMBOL_HELD
+    for prefix, code in _LEGACY_REASONS:
+        if text.startswith(prefix):
+            return code
+    raise ValueError(f"unknown decision reason {text!r}")
+
+
 class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     STOP_LOSS = "stop_loss"
@@ -100,33 +149,6 @@ class ExitReason(StrEnum):
     END_OF_DATA = "end_of_data"
     MANUAL = "manual"
 
-
-class Candle(_Frozen):
-    symbol: str = Field(min_length=1)
-    timeframe: str
-    ts: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-    @field_validator("ts")
-    @classmethod
-    def _utc(cls, v: datetime) -> datetime:
-        return _require_utc(v)
-
-    @model_validator(mode="after")
-    def _ohlc(self) -> Candle:
-        prices = (self.open, self.high, self.low, self.close)
-        if any(not math.isfinite(p) or p <= 0 for p in prices):
-            raise ValueError(f"{self.symbol} {self.ts}: prices must be finite and > 0, got {prices}")
-        if self.high < max(self.open, self.close) or self.low > min(self.open, self.close) or self.high < self.low:
-            raise ValueError(f"{self.symbol} {self.ts}: inconsistent OHLC {prices}")
-        if not math.isfinite(self.volume) or self.volume < 0:
-            raise ValueError(f"{self.symbol} {self.ts}: volume must be finite and >= 0, got {self.volume}")
-        timeframe_duration(self.timeframe)
-        return self
 
 
 class TradePlan(_Frozen):
@@ -184,13 +206,24 @@ class Decision(_Frozen):
     strategy: StrategyName
     ts: datetime
     taken: bool
-    reason: str
+    reason: ReasonCode
+    detail: str = ""  # the numbers behind the code, e.g. "confidence 0.55 < threshold 0.65"
     regime: Regime = Regime.NORMAL
     confidence: float | None = None
     expected_value: float | None = None
     notional: float = 0.0
     scores: Scores | None = None
     features: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """A decision stored as English text (before reason codes) keeps its text as the detail."""
+        if isinstance(data, dict) and isinstance(data.get("reason"), str) and "detail" not in data:
+            reason = data["reason"]
+            if reason not in {c.value for c in ReasonCode}:
+                data = {**data, "reason": legacy_reason_code(reason), "detail": reason}
+        return data
 
 
 class Order(_Frozen):
@@ -207,7 +240,7 @@ class Order(_Frozen):
     status: OrderStatus = OrderStatus.PENDING
     filled_quantity: float = 0.0
     venue_order_id: str | None = None
-    purpose: str = "entry"  # entry | exit
+    purpose: OrderPurpose = OrderPurpose.ENTRY
 
 
 class Fill(_Frozen):
@@ -219,26 +252,8 @@ class Fill(_Frozen):
     price: float = Field(gt=0)
     quantity: float = Field(gt=0)
     fee: float = Field(ge=0)
-    liquidity: str = "taker"  # maker | taker
+    liquidity: Liquidity = Liquidity.TAKER
 
-
-class Position(_Frozen):
-    position_id: str
-    symbol: str
-    strategy: StrategyName
-    opened_ts: datetime
-    quantity: float = 0.0
-    avg_price: float = 0.0
-    take_profit_price: float | None = None
-    stop_price: float | None = None
-    trailing_stop_pct: float | None = None
-    highest_price: float = 0.0
-    max_hold_until: datetime | None = None
-    range_support: float | None = None
-    range_resistance: float | None = None
-    fees_paid: float = 0.0
-    signal_id: str = ""
-    status: str = "open"  # pending (only resting entries) | open | closed
 
 
 class ClosedTrade(_Frozen):

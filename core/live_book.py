@@ -27,9 +27,27 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from core.domain import ClosedTrade, Fill, Order, OrderStatus, OrderType, Side, timeframe_duration
+from core.domain import (
+    ClosedTrade,
+    Fill,
+    Liquidity,
+    Order,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Side,
+    timeframe_duration,
+)
 from core.portfolio import Portfolio
-from core.positions import Bar, Exited, Expired, ManagedPosition, apply_entry_fill, begin_bar, manage_exits
+from core.positions import (
+    Bar,
+    Exited,
+    Expired,
+    ManagedPosition,
+    apply_entry_fill,
+    begin_bar,
+    manage_exits,
+)
 
 _QTY_TOL = 1e-6  # venues round amounts to their increments
 
@@ -77,7 +95,7 @@ def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
         elif cid in exits and exit_pending(exits[cid]):
             pos = exits[cid]
             trades.append(_close(pf, pos, ts, price, fee))
-            events.append(Exited(pos.exit_reason, ts, price, pos.quantity, fee, "taker"))  # type: ignore[arg-type]
+            events.append(Exited(pos.exit_reason, ts, price, pos.quantity, fee, Liquidity.TAKER))  # type: ignore[arg-type]
         else:
             continue
         for f in group:
@@ -157,7 +175,7 @@ def apply_bar_live(pf: Portfolio, symbol: str, bar: Bar) -> list[Any]:
             strategy=pos.strategy,
             position_id=pos.position_id,
             created_ts=bar_end,
-            purpose="exit",
+            purpose=OrderPurpose.EXIT,
         )
         pf.orders[sell.client_order_id] = sell
         pf._commit("exit_intent", positions=[pos], orders=[sell, *rest[1]])  # the decision survives a crash

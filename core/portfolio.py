@@ -23,7 +23,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core.domain import ClosedTrade, Decision, Fill, Order, OrderStatus, OrderType, Scores, Side, Signal
+from core.domain import (
+    ClosedTrade,
+    Decision,
+    Fill,
+    Liquidity,
+    Order,
+    OrderPurpose,
+    OrderStatus,
+    OrderType,
+    Scores,
+    Side,
+    Signal,
+)
+from core.errors import VenueError
 from core.positions import (
     Bar,
     Exited,
@@ -34,7 +47,6 @@ from core.positions import (
     manage_exits,
     open_position,
 )
-from core.errors import VenueError
 from core.settings import Settings
 from core.storage.base import CandleStore
 from core.venues.base import Venue
@@ -225,13 +237,13 @@ class Portfolio:
             client_order_id=f"{pos.position_id}:x",
             symbol=pos.symbol,
             side=Side.SELL,
-            order_type=OrderType.LIMIT if ev.liquidity == "maker" else OrderType.MARKET,
+            order_type=OrderType.LIMIT if ev.liquidity == Liquidity.MAKER else OrderType.MARKET,
             quantity=ev.quantity,
             price=ev.price,
             strategy=pos.strategy,
             position_id=pos.position_id,
             created_ts=bar.ts,
-            purpose="exit",
+            purpose=OrderPurpose.EXIT,
         )
         self.venue.submit(order)
         fill = self.venue.execute(order.client_order_id, ev.ts, ev.price, ev.liquidity)

@@ -96,7 +96,8 @@ def _decision_row(d: Any) -> dict[str, Any]:
         "symbol": d.symbol, "strategy": d.strategy.value, "taken": d.taken,
         "confidence": round(d.confidence, 3) if d.confidence is not None else None,
         "ev": round(d.expected_value, 4) if d.expected_value is not None else None,
-        "notional": round(d.notional, 2), "reason": d.reason,
+        "notional": round(d.notional, 2), "reason": d.reason.value, "detail": d.detail,
+        "scoring": d.scores.source if d.scores else "",
     }
 
 

@@ -49,8 +49,6 @@ SOURCE_HISTORY, SOURCE_OUTCOME = "history", "outcome"
 KEYS = ["symbol", "timeframe", "ts", "strategy"]
 DEDUP_KEYS = ["strategy", "symbol", "ts"]
 # What the models said at entry (Decision.scores), kept beside the realised targets for the accuracy report.
-ENTRY_COLUMNS = ("entry_confidence", "entry_take_profit_pct", "entry_stop_loss_pct", "entry_size_multiplier",
-                 "entry_hold_hours", "entry_model_version", "entry_rule_only")  # fmt: skip
 REALISED = ("entry_ts", "entry_price", "exit_ts", "exit_price", "exit_reason", "net_return", "gross_return", "fees", "quantity")
 # Bars needed after the last signal: entry expiry (24h) + the longest max hold (72h) + slack.
 _HORIZON = timedelta(days=7)

@@ -92,7 +92,8 @@ def test_run_backtest_when_panic_bar_then_no_entry_taken(result) -> None:
     panic = result.decisions.filter(pl.col("regime") == "PANIC")
     assert panic.height > 0
     assert not panic["taken"].any()
-    assert panic["reason"].str.starts_with("regime PANIC: no new entries").all()
+    assert (panic["reason"] == "regime_no_entries").all()  # core.domain.ReasonCode, counted by the report
+    assert panic["detail"].str.starts_with("regime PANIC: no new entries").all()
 
 
 def test_run_backtest_when_window_empty_then_clear_error(bars) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from core.domain import ReasonCode
 from core.errors import StoreError
 from core.settings import Settings, load_settings
 from core.storage.duckdb_store import DuckDBStore
@@ -75,7 +76,7 @@ def test_scan_and_trade_when_real_candles_then_flow_run_decides_opens_and_publis
     assert state.is_completed()
     decided = {r.signal_id: r for r in rt.portfolio.decisions.values()}
     assert set(decided) == expected
-    assert all(d.reason for d in decided.values())
+    assert all(isinstance(d.reason, ReasonCode) and d.taken == (d.reason is ReasonCode.TAKEN) for d in decided.values())
     taken = [d for d in decided.values() if d.taken]
     assert taken and len(result.opened) == len(taken)
     stored_orders = dict(store.get_records("order"))

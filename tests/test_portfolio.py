@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from core.domain import Decision, ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
+from core.domain import Decision, ExitReason, OrderType, ReasonCode, Scores, Signal, StrategyName, TradePlan
 from core.paper_session import Entry, run_session
 from core.portfolio import JOURNAL, Portfolio
 from core.positions import Bar
@@ -136,7 +136,7 @@ def test_commit_when_event_written_then_one_journal_record_holds_all_of_it(store
     pf = Portfolio(store, S, PaperVenue(S))
     e = entries(bars)[0]
     decision = Decision(signal_id=e.signal.signal_id, symbol="BTC", strategy=StrategyName.DCA, ts=e.signal.ts,
-                        taken=True, reason="approved", notional=e.notional)
+                        taken=True, reason=ReasonCode.TAKEN, notional=e.notional)
     pf.open(e.signal, e.scores, e.notional, decision=decision)
     journal = store.get_records(JOURNAL)
     opened = [p for _, p in journal if p["event"] == "open"]

@@ -29,8 +29,8 @@ from core.backtest.execution import Execution, FastExecution
 from core.domain import Decision, Regime, timeframe_duration
 from core.errors import DataQualityError
 from core.manager import StrategyManager
-from core.regime import regime_frame
 from core.positions import Bar, ManagedPosition
+from core.regime import regime_frame
 from core.risk import Holding, PortfolioView
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings
@@ -324,7 +324,8 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.Utf8(),
     "ts": TS_US,
     "taken": pl.Boolean(),
-    "reason": pl.Utf8(),
+    "reason": pl.Utf8(),  # core.domain.ReasonCode
+    "detail": pl.Utf8(),
     "regime": pl.Utf8(),
     "confidence": pl.Float64(),
     "expected_value": pl.Float64(),
@@ -341,7 +342,7 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
     rows = [
         (
-            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason, d.regime.value, d.confidence,
+            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason.value, d.detail, d.regime.value, d.confidence,
             d.expected_value, d.notional,
             d.scores.rule_only if d.scores else None,
             d.scores.model_version if d.scores else None,
