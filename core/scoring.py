@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import polars as pl
+
 from core.domain import OrderType, Scores, Signal, StrategyName
 from core.settings import Settings
 
@@ -23,6 +25,26 @@ from core.settings import Settings
 class Scorer(Protocol):
     def score(self, signals: list[Signal]) -> list[Scores]:
         """One Scores per signal, same order; a batch in one call."""
+
+
+@runtime_checkable
+class ObservesBars(Protocol):
+    """A scorer whose features include coin/market context: it is shown the scan's bars first
+    (models.scorer.MLScorer). A backtest gives each signal the context at its own bar instead
+    (models.context_scorer.HistoricalContextScorer)."""
+
+    def observe_bars(self, bars: pl.DataFrame) -> None: ...
+
+
+class BatchScored:
+    """Scores computed for many signals in one call, then handed out per scan (the backtest scores its
+    whole history in one batch: scores depend on the signal alone, not on the book)."""
+
+    def __init__(self, signals: list[Signal], scores: list[Scores]) -> None:
+        self._by_id = {s.signal_id: sc for s, sc in zip(signals, scores, strict=True)}
+
+    def score(self, signals: list[Signal]) -> list[Scores]:
+        return [self._by_id[s.signal_id] for s in signals]
 
 
 def min_confidence(strategy: StrategyName, settings: Settings) -> float:

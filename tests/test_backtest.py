@@ -123,21 +123,21 @@ def test_write_report_when_run_then_every_artifact_written_and_readable(result, 
 
 
 def test_run_backtest_when_paper_ledger_and_venue_execute_then_same_trades_as_fast_path(bars, real_candles, tmp_path) -> None:
-    # The paper-trading path (Portfolio ledger in a real DuckDB store + PaperVenue orders) against the
+    # The paper-trading path (the paper account's book in a real DuckDB store + PaperVenue orders) against the
     # in-memory path on the same two weeks: identical trades and cash until the data ends (where the fast
     # path marks positions out and the ledger keeps them open).
+
     from core.backtest.execution import LedgerExecution
-    from core.portfolio import Portfolio
     from core.storage.duckdb_store import DuckDBStore
-    from core.venues.paper import PaperVenue
+    from core.trading.account import paper_account
 
     window = bars.filter(pl.col("ts") < datetime(2024, 1, 15, tzinfo=UTC))
     fine = real_candles("5m", SYMBOLS, START, datetime(2024, 1, 15, tzinfo=UTC))
     fast = run_backtest(window, S, start=START, exit_bars=fine)
     store = DuckDBStore(tmp_path / "paper.duckdb")
     store.init_schema()
-    portfolio = Portfolio(store, S, PaperVenue(S))
-    ledger = run_backtest(window, S, start=START, exit_bars=fine, execution=LedgerExecution(portfolio))
+    account = paper_account(store, S)
+    ledger = run_backtest(window, S, start=START, exit_bars=fine, execution=LedgerExecution(account))
     cols = ["position_id", "entry_ts", "exit_ts", "entry_price", "exit_price", "quantity", "fees", "net_pnl", "exit_reason"]
     assert ledger.trades.height > 5
     assert_frame_equal(fast.trades.filter(pl.col("exit_reason") != "end_of_data").select(cols), ledger.trades.select(cols))
@@ -146,7 +146,7 @@ def test_run_backtest_when_paper_ledger_and_venue_execute_then_same_trades_as_fa
     stored = dict(store.get_records("decision"))
     assert len(stored) == ledger.decisions.height
     assert {d["reason"] for d in stored.values()} == set(ledger.decisions["reason"])
-    assert portfolio.venue.get_order(ledger.fills["client_order_id"][0]) is not None
+    assert account.venue.get_order(ledger.fills["client_order_id"][0]) is not None
     store.close()
 
 
@@ -179,8 +179,8 @@ def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_gu
 
 def test_run_main_job_when_run_twice_then_fresh_paper_book_and_identical_report(tmp_path) -> None:
     from core.backtest.session import run_main_job
-    from core.portfolio import JOURNAL
     from core.storage.duckdb_store import DuckDBStore
+    from core.trading.journal import JOURNAL
 
     settings = load_settings(data={"var_dir": tmp_path, "symbols": ["BTC", "ETH"]})
     store = DuckDBStore(settings.duckdb_path)

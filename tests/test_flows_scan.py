@@ -74,7 +74,7 @@ def test_scan_and_trade_when_real_candles_then_flow_run_decides_opens_and_publis
     # Assert: completed; every expected signal decided once, with a reason; taken ones opened with
     # their order intents in the store's ledger; artifacts published on this flow run.
     assert state.is_completed()
-    decided = {r.signal_id: r for r in rt.portfolio.decisions.values()}
+    decided = {r.signal_id: r for r in rt.account.book.decisions.values()}
     assert set(decided) == expected
     assert all(isinstance(d.reason, ReasonCode) and d.taken == (d.reason is ReasonCode.TAKEN) for d in decided.values())
     taken = [d for d in decided.values() if d.taken]
@@ -83,7 +83,12 @@ def test_scan_and_trade_when_real_candles_then_flow_run_decides_opens_and_publis
     assert {o["position_id"] for o in stored_orders.values()} == {f"pos:{d.signal_id}" for d in taken}
     assert {a.key for a in artifacts(state.state_details.flow_run_id)} >= {"scan-report", "scan-decisions"}
     names = {t.name.rsplit("-", 1)[0] for t in task_runs(state.state_details.flow_run_id)}
-    assert {"load_candles", "validate_candles", "detect_signals", "score_signals", "decide", "size_orders", "submit_orders"} <= names
+    assert {"load_candles", "validate_candles", "detect_signals", "assess_regime", "plan_scan", "record_regime",
+            "submit_orders"} <= names
+    # The scan report counts the skips by reason code (core.domain.ReasonCode), as the decisions say.
+    skipped = [d for d in decided.values() if not d.taken]
+    assert sum(result.skips_by_code.values()) == len(skipped)
+    assert set(result.skips_by_code) == {d.reason.value for d in skipped}
 
 
 def test_scan_and_trade_when_rerun_on_same_bar_then_no_second_decision_or_order(
@@ -120,8 +125,8 @@ def test_scan_and_trade_when_defective_candles_for_one_symbol_then_only_that_sym
     # Assert: DOGE failed the gate and was left out; the others were decided as usual; the failure is
     # stored and visible on the flow run as an artifact.
     assert result.gate_failed == ["DOGE"]
-    assert set(rt.portfolio.decisions) == expected
-    assert not any(":DOGE:" in sid for sid in rt.portfolio.decisions)
+    assert set(rt.account.book.decisions) == expected
+    assert not any(":DOGE:" in sid for sid in rt.account.book.decisions)
     gate = [p for _, p in fresh.get_records("gate_result") if p["symbol"] == "DOGE"]
     assert gate and not gate[-1]["passed"]
     assert "data-gate-failures" in {a.key for a in artifacts(state.state_details.flow_run_id)}

@@ -1,4 +1,4 @@
-"""core.live_book: the ledger driven by a live venue (HummingbotVenue over the local Hummingbot API
+"""core.trading.live: the book driven by a live venue (HummingbotVenue over the local Hummingbot API
 server, a real HTTP server), no Prefect. A DCA grid of three limit buys: two fill at the venue, the
 third is cancelled at the venue on expiry, the take-profit rule fires on a later bar and the market
 SELL's fill closes the trade. Numbers are hand-computed from the venue's prices and fees."""
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
-from core.live_book import apply_bar_live, apply_venue_fills
-from core.portfolio import Portfolio
+from core.trading.account import Account
+from core.trading.entries import plan_entry
+from core.trading.live import LiveDriver, apply_bar_live, apply_venue_fills
 from core.positions import Bar, Expired, Exited, Filled
 from core.storage.duckdb_store import DuckDBStore
 from core.venues.hummingbot import HummingbotVenue
@@ -61,11 +62,11 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
 ) -> None:
     settings = settings_for(hb, mode="live", confirm_live=True)
     venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
-    pf = Portfolio.load(store, settings, venue)
+    pf = Account.load(store, settings, LiveDriver(venue))
     sig = _signal()
     # Act 1: open -> three limit buys at the venue; level 0 (at the 40,000 mark) fills there at once,
     # level 1 when the market drops to 39,500.
-    pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.08, hold=timedelta(hours=72)), 300.0)
+    pos = pf.open(plan_entry(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.08, hold=timedelta(hours=72)), 300.0, settings))
     hb.state.set_mark(PAIR, 39_500.0)
     filled = apply_venue_fills(pf, venue.fills_since())
     # Assert 1: both fills booked once at the venue's prices and maker fees.
@@ -74,7 +75,7 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     assert pos.quantity == pytest.approx(q0 + q1)
     assert pos.avg_price == pytest.approx(200 / (q0 + q1))
     assert pos.fees == pytest.approx(200 * MAKER_FEE)
-    assert pf.cash == pytest.approx(pf.capital - 200 - 200 * MAKER_FEE)
+    assert pf.book.cash == pytest.approx(pf.book.capital - 200 - 200 * MAKER_FEE)
     assert apply_venue_fills(pf, venue.fills_since()) == []  # applied once
     # Act 2: the entry bar (the fill at 01:05 is inside it): no exit, nothing sent.
     assert apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=1), 39_900.0, 40_100.0, 39_500.0, 39_800.0)) == []
@@ -87,22 +88,22 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     # and fees are the venue's; the ledger's cash moved exactly as the venue's USD balance did.
     assert [type(e) for e in events] == [Expired, Exited] and events[1].reason is ExitReason.TAKE_PROFIT
     orders = {o["order_id"]: o for o in hb.state.orders_at_venue()}
-    level2 = orders[pf.orders[f"{pos.position_id}:e2"].venue_order_id]
+    level2 = orders[pf.book.orders[f"{pos.position_id}:e2"].venue_order_id]
     assert level2["status"] == "CANCELLED"
     sells = [o for o in orders.values() if o["trade_type"] == "SELL"]
     assert len(sells) == 1 and sells[0]["order_type"] == "MARKET" and sells[0]["amount"] == pytest.approx(q0 + q1)
-    (trade,) = pf.trades.values()
+    (trade,) = pf.book.trades.values()
     exit_fee = 41_900 * (q0 + q1) * TAKER_FEE
     assert [type(e) for e in closed] == [Exited] and trade.exit_reason is ExitReason.TAKE_PROFIT
     assert trade.exit_price == 41_900.0 and trade.exit_ts == clock.at
     assert trade.fees == pytest.approx(200 * MAKER_FEE + exit_fee)
     assert trade.net_pnl == pytest.approx(41_900 * (q0 + q1) - 200 - 200 * MAKER_FEE - exit_fee)
-    assert pf.cash == pytest.approx(pf.capital + hb.state.balances["USD"] - 10_000.0)
-    assert pf.realised_pnl == pytest.approx(trade.net_pnl) and pos.status == "closed"
+    assert pf.book.cash == pytest.approx(pf.book.capital + hb.state.balances["USD"] - 10_000.0)
+    assert pf.book.realised_pnl == pytest.approx(trade.net_pnl) and pos.status == "closed"
     # A rerun changes nothing; a restart rebuilds the same book and sends nothing.
     placed = hb.state.place_requests
     assert apply_venue_fills(pf, venue.fills_since()) == []
-    again = Portfolio.load(store, settings, HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None))
-    assert again.cash == pytest.approx(pf.cash) and again.trades == pf.trades
+    again = Account.load(store, settings, LiveDriver(HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)))
+    assert again.book.cash == pytest.approx(pf.book.cash) and again.book.trades == pf.book.trades
     assert hb.state.place_requests == placed
     venue.close()

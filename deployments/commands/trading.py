@@ -130,7 +130,7 @@ def paper(
     reset: Annotated[bool, typer.Option(help="Replace the store's earlier paper ledger.")] = False,
 ) -> None:
     """A rule-only paper session over the last N days in the store: the same engine, with the paper
-    ledger (core.portfolio) and the paper venue executing the orders; everything journalled in the store."""
+    book (core.trading.account) and the paper venue executing the orders; everything journalled in the store."""
     settings = _settings()
     syms = _split(symbols) or list(settings.data.symbols)
     _session(settings, "paper", syms, settings.data.detection_timeframe, None, None, days, exit_timeframe, "store", reset)

@@ -1,0 +1,88 @@
+"""Parity, measured: the main job's Prefect paper replay (prepare-session, then one scan-and-trade flow
+run per simulated hour that ingests the bars that closed, manages the positions on them and scans)
+against the backtest engine over the same window, from the same empty book, with the same scorer
+(rule-only), reading the same stored bars. Used by tests/test_parity.py (a short window, every
+decision and fill must be identical) and bench/bench_parity.py (a week of the 24 monitored coins).
+
+Decisions are compared on (signal id, symbol, strategy, taken, reason code, notional); fills on
+(client order id, side, time, price, quantity, fee). The engine marks positions still open when the
+window's data ends out at their last close (`end_of_data`); a paper account keeps them open, so those
+exits are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from core.settings import Settings
+
+DECISION_KEY = ("signal_id", "symbol", "strategy", "taken", "reason", "notional")
+FILL_KEY = ("client_order_id", "side", "ts", "price", "quantity", "fee")
+
+
+@dataclass(frozen=True)
+class Parity:
+    paper_decisions: pl.DataFrame
+    engine_decisions: pl.DataFrame
+    paper_fills: pl.DataFrame
+    engine_fills: pl.DataFrame
+    scan_runs: int
+
+    @property
+    def identical_decisions(self) -> int:
+        return self.paper_decisions.join(self.engine_decisions, on=list(DECISION_KEY), how="semi", nulls_equal=True).height
+
+    @property
+    def decision_share(self) -> float:
+        """Identical decisions over all decisions made by either side (1.0: every one identical)."""
+        total = max(self.paper_decisions.height, self.engine_decisions.height)
+        return self.identical_decisions / total if total else 1.0
+
+    @property
+    def identical_fills(self) -> int:
+        return self.paper_fills.join(self.engine_fills, on=list(FILL_KEY), how="semi").height
+
+
+def _paper_frames(account: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+    book = account.book
+    decisions = pl.DataFrame(
+        [(d.signal_id, d.symbol, d.strategy.value, d.taken, d.reason.value, d.notional) for d in book.decisions.values()],
+        schema=list(DECISION_KEY), orient="row",
+    )
+    fills = pl.DataFrame(
+        [(f.client_order_id, f.side.value, f.ts, f.price, f.quantity, f.fee) for f in book.fills.values()],
+        schema={"client_order_id": pl.Utf8, "side": pl.Utf8, "ts": pl.Datetime("us", "UTC"), "price": pl.Float64,
+                "quantity": pl.Float64, "fee": pl.Float64}, orient="row",
+    )
+    return decisions.sort("signal_id"), fills.sort("client_order_id")
+
+
+def paper_vs_backtest(settings: Settings, end: datetime, days: int) -> Parity:
+    """Run both over [end - days, end) on a fresh store under settings.data.var_dir (rule-only: no
+    training; ml.train_end should lie at or after the replay start so the import covers the warm-up)."""
+    from core.backtest.engine import run_backtest
+    from core.backtest.session import load_inputs, store_reader
+    from core.scoring import RuleOnlyScorer
+    from flows.offline_session import prepare_session, replay
+    from tasks.runtime import open_runtime
+
+    symbols = list(settings.data.symbols)
+    with open_runtime(settings, scorer=RuleOnlyScorer(settings)) as rt:
+        plan = prepare_session(days, symbols, end, train="never", runtime=rt)
+        steps, _ = replay(rt, plan, timedelta(hours=1))
+        paper_decisions, paper_fills = _paper_frames(rt.account)
+        tf = settings.data.detection_timeframe
+        inputs = load_inputs(store_reader(rt.store), settings, symbols, tf, plan.start, plan.stop)
+    result = run_backtest(inputs.bars, settings, start=plan.start, end=plan.stop, market_bars=inputs.market_bars)
+    marked_out = result.trades.filter(pl.col("exit_reason") == "end_of_data").get_column("position_id").to_list()
+    engine_fills = (
+        result.fills.filter(~(pl.col("position_id").is_in(marked_out) & (pl.col("side") == "sell")))
+        .select(FILL_KEY)
+        .sort("client_order_id")
+    )
+    engine_decisions = result.decisions.select(DECISION_KEY).sort("signal_id")
+    return Parity(paper_decisions, engine_decisions, paper_fills, engine_fills, steps)
