@@ -1,13 +1,14 @@
-"""A taken decision turned into its position and entry order intents, ONCE (core.positions.open_position
+"""The orders of a position. A taken decision becomes its position and entry order intents ONCE (core.positions.open_position
 builds the levels): the scan plan shows these orders, the simulated and live drivers place exactly
-these, and the backtest opens the same position.
+these, and the backtest opens the same position. The exit order of a position is built here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from core.domain import Decision, Order, OrderType, Scores, Side, Signal
+from core.domain import Decision, Order, OrderPurpose, OrderType, Scores, Side, Signal
 from core.positions import ManagedPosition, open_position
 from core.settings import Settings
 
@@ -39,6 +40,28 @@ def entry_orders(pos: ManagedPosition) -> tuple[Order, ...]:
             expires_ts=pos.expiry_ts,
         )
         for lv in pos.entry_levels
+    )
+
+
+def exit_order_id(pos: ManagedPosition) -> str:
+    return f"{pos.position_id}:x"
+
+
+def exit_order(
+    pos: ManagedPosition, order_type: OrderType, quantity: float, price: float | None, created_ts: datetime
+) -> Order:
+    """The SELL that closes a position (simulated: at the rule's price; live: a market order)."""
+    return Order(
+        client_order_id=exit_order_id(pos),
+        symbol=pos.symbol,
+        side=Side.SELL,
+        order_type=order_type,
+        quantity=quantity,
+        price=price,
+        strategy=pos.strategy,
+        position_id=pos.position_id,
+        created_ts=created_ts,
+        purpose=OrderPurpose.EXIT,
     )
 
 

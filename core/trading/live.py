@@ -32,10 +32,8 @@ from core.domain import (
     Fill,
     Liquidity,
     Order,
-    OrderPurpose,
     OrderStatus,
     OrderType,
-    Side,
     timeframe_duration,
 )
 from core.positions import (
@@ -48,6 +46,7 @@ from core.positions import (
     manage_exits,
 )
 from core.trading.driver import Mode
+from core.trading.entries import exit_order, exit_order_id
 from core.venues.base import Venue
 
 if TYPE_CHECKING:
@@ -77,10 +76,6 @@ class LiveDriver:
 
     def on_bar(self, account: Account, symbol: str, bar: Bar) -> list[Any]:
         return apply_bar_live(account, symbol, bar)
-
-
-def exit_order_id(pos: ManagedPosition) -> str:
-    return f"{pos.position_id}:x"
 
 
 def exit_pending(pos: ManagedPosition) -> bool:
@@ -174,18 +169,7 @@ def apply_bar_live(account: Account, symbol: str, bar: Bar) -> list[Any]:
         events.extend(rest[0])
         orders.extend(rest[1])
         pos.exit_reason = ev.reason
-        sell = Order(
-            client_order_id=exit_order_id(pos),
-            symbol=pos.symbol,
-            side=Side.SELL,
-            order_type=OrderType.MARKET,
-            quantity=pos.quantity,
-            price=None,
-            strategy=pos.strategy,
-            position_id=pos.position_id,
-            created_ts=bar_end,
-            purpose=OrderPurpose.EXIT,
-        )
+        sell = exit_order(pos, OrderType.MARKET, pos.quantity, None, bar_end)
         book.orders[sell.client_order_id] = sell
         account.commit("exit_intent", positions=[pos], orders=[sell, *rest[1]])  # the decision survives a crash
         placed = account.venue.submit(sell)  # the venue journals its own intent before sending

@@ -18,10 +18,8 @@ from core.domain import (
     Fill,
     Liquidity,
     Order,
-    OrderPurpose,
     OrderStatus,
     OrderType,
-    Side,
 )
 from core.errors import VenueError
 from core.positions import (
@@ -35,6 +33,7 @@ from core.positions import (
 )
 from core.settings import Settings
 from core.trading.driver import Mode
+from core.trading.entries import exit_order
 from core.venues.base import SimulatedVenue
 
 if TYPE_CHECKING:
@@ -117,18 +116,8 @@ class SimulatedDriver:
         return events
 
     def _exit(self, account: Account, pos: ManagedPosition, ev: Exited, bar: Bar) -> tuple[Fill, Order, ClosedTrade]:
-        order = Order(
-            client_order_id=f"{pos.position_id}:x",
-            symbol=pos.symbol,
-            side=Side.SELL,
-            order_type=OrderType.LIMIT if ev.liquidity == Liquidity.MAKER else OrderType.MARKET,
-            quantity=ev.quantity,
-            price=ev.price,
-            strategy=pos.strategy,
-            position_id=pos.position_id,
-            created_ts=bar.ts,
-            purpose=OrderPurpose.EXIT,
-        )
+        order_type = OrderType.LIMIT if ev.liquidity == Liquidity.MAKER else OrderType.MARKET
+        order = exit_order(pos, order_type, ev.quantity, ev.price, bar.ts)
         self._venue.submit(order)
         fill = self._venue.execute(order.client_order_id, ev.ts, ev.price, ev.liquidity)
         account.book.book_fill(fill)
