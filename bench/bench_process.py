@@ -5,6 +5,7 @@ are included (what a user waits for); the best of a few runs is reported (the 2 
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -34,21 +35,28 @@ print(bars["symbol"].n_unique(), bars.height, r.signals, r.trades.height, round(
 """
 
 
-def whole_process_seconds(python: str = sys.executable) -> tuple[float, str]:
-    """Best wall time of RUNS fresh processes, and what the last one printed (symbols, bars, signals,
-    trades, net P&L: the same numbers before and after a refactor)."""
-    root = Path(__file__).resolve().parents[1]
-    best, out = float("inf"), ""
+def whole_process_seconds(python: str = sys.executable, root: Path | None = None) -> tuple[float, float, str]:
+    """Best wall time and best CPU time (user + system of the child: what the run costs, less sensitive
+    to other jobs on the shared cores) of RUNS fresh processes, and what the last one printed (symbols,
+    bars, signals, trades, net P&L: the same numbers before and after a refactor)."""
+    root = root or Path(__file__).resolve().parents[1]
+    best, best_cpu, out = float("inf"), float("inf"), ""
     for _ in range(RUNS):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run([python, "-c", SCRIPT], cwd=root, check=True, capture_output=True, text=True)
         best = min(best, time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        best_cpu = min(best_cpu, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         out = done.stdout.strip()
-    return best, out
+    return best, best_cpu, out
 
 
 def run() -> list[BenchResult]:
-    seconds, out = whole_process_seconds()
-    print(f"   134-symbol 1h file 2024-01-01..2024-07-14, rule-only, whole process: {seconds:.2f} s "
-          f"(symbols, bars, signals, trades, net P&L: {out})")
-    return [BenchResult("backtest.whole_process_134sym_1h_2024H1.seconds", seconds, "s", "<= 6")]
+    seconds, cpu, out = whole_process_seconds()
+    print(f"   134-symbol 1h file 2024-01-01..2024-07-14, rule-only, whole process: {seconds:.2f} s wall, "
+          f"{cpu:.2f} s CPU (symbols, bars, signals, trades, net P&L: {out})")
+    return [
+        BenchResult("backtest.whole_process_134sym_1h_2024H1.seconds", seconds, "s", "<= 6"),
+        BenchResult("backtest.whole_process_134sym_1h_2024H1.cpu_seconds", cpu, "s", "<= 6"),
+    ]

@@ -41,10 +41,15 @@ class BatchScored:
     whole history in one batch: scores depend on the signal alone, not on the book)."""
 
     def __init__(self, signals: list[Signal], scores: list[Scores]) -> None:
-        self._by_id = {s.signal_id: sc for s, sc in zip(signals, scores, strict=True)}
+        # Keyed by (strategy, symbol, timeframe, ts): the signal id's parts, without formatting it.
+        self._by_key = {_key(s): sc for s, sc in zip(signals, scores, strict=True)}
 
     def score(self, signals: list[Signal]) -> list[Scores]:
-        return [self._by_id[s.signal_id] for s in signals]
+        return [self._by_key[_key(s)] for s in signals]
+
+
+def _key(s: Signal) -> tuple[StrategyName, str, str, object]:
+    return (s.strategy, s.symbol, s.timeframe, s.ts)
 
 
 def min_confidence(strategy: StrategyName, settings: Settings) -> float:

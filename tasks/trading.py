@@ -135,11 +135,12 @@ def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None
     if venue is None and s.execution.mode != Mode.LIVE:
         return {"mode": "paper", "open_orders": len(rt.account.venue.open_orders()), "clean": True}
     from core.reconcile import reconcile
+    from core.venues.base import JournalledVenue
     from core.venues.factory import build_venue
     from core.venues.order_journal import OrderJournal
 
     venue = venue or (rt.account.venue if rt.account.mode is Mode.LIVE else build_venue(s, rt.store))
-    journal = getattr(venue, "journal", None) or OrderJournal(rt.store)
+    journal = venue.journal if isinstance(venue, JournalledVenue) else OrderJournal(rt.store)
     report = reconcile(venue, journal, now=now)
     logger = get_run_logger()
     (logger.info if report.clean else logger.warning)("reconciliation: %s", report.summary())

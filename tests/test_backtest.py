@@ -11,6 +11,7 @@ from polars.testing import assert_frame_equal
 
 from core.backtest.engine import run_backtest
 from core.backtest.report import ARTIFACTS, build_report, write_report
+from core.domain import ReasonCode
 from core.settings import load_settings
 
 SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "AVAX", "LINK"]
@@ -113,6 +114,11 @@ def test_write_report_when_run_then_every_artifact_written_and_readable(result, 
     assert "rvol_24h" in json.loads(decisions["features"][0])  # features at the signal bar, for learning
     summary = json.loads((report.directory / "summary.json").read_text())
     assert summary["trades"] == 97 and summary["scoring"] == "rule-only defaults (no champion model)"
+    skipped = result.decisions.filter(~pl.col("taken"))
+    assert summary["skips_by_code"] == dict(sorted(
+        skipped.group_by("reason").len().iter_rows(), key=lambda kv: (-kv[1], kv[0])))  # counted by code
+    assert sum(summary["skips_by_code"].values()) == skipped.height > 0
+    assert set(summary["skips_by_code"]) <= {c.value for c in ReasonCode} - {"taken"}
     page = (report.directory / "report.html").read_text()
     assert "data:image/png;base64," in page and "<h2>Per coin</h2>" in page
     assert (report.directory / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -161,6 +167,7 @@ def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_gu
     bt = runner.invoke(app, ["backtest", "--source", "files", "--symbols", "BTC,ETH", "--start", "2024-01-01", "--end", "2024-02-01"])
     assert bt.exit_code == 0, bt.output
     assert "rule-only defaults (no champion model)" in bt.output and "per strategy" in bt.output
+    assert "skips by code" in bt.output  # the report counts skipped signals per ReasonCode
     [run_dir] = (tmp_path / "reports").iterdir()
     assert run_dir.name.startswith("backtest-1h-20240101-20240201-2sym")
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(ARTIFACTS)

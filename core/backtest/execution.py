@@ -12,7 +12,7 @@ A test runs both on the same window and asserts identical trades, fees and cash.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import polars as pl
@@ -37,7 +37,7 @@ class Execution(Protocol):
     def cash(self) -> float: ...
 
     @property
-    def decided(self) -> Container[str]:
+    def decided(self) -> Collection[str]:
         """Signal ids decided before (the scan never decides a signal twice)."""
 
     def open(self, entry: PlannedEntry) -> ManagedPosition: ...
@@ -64,7 +64,7 @@ class FastExecution:
         return self._cash
 
     @property
-    def decided(self) -> Container[str]:
+    def decided(self) -> Collection[str]:
         return ()  # each signal bar is visited once
 
     def open(self, entry: PlannedEntry) -> ManagedPosition:
@@ -107,7 +107,7 @@ class LedgerExecution:
         return float(self.account.book.cash)
 
     @property
-    def decided(self) -> Container[str]:
+    def decided(self) -> Collection[str]:
         return self.account.book.decisions
 
     def open(self, entry: PlannedEntry) -> ManagedPosition:

@@ -9,7 +9,7 @@ history: the same rules, a value at bar t from bars <= t only); the regime readi
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,7 +68,7 @@ class ScanPlan:
 def plan_scan(
     signals: list[Signal],
     view: PortfolioView,
-    decided: Container[str],
+    decided: Collection[str],
     regime: tuple[Regime, str],
     previous: RegimeState | None,
     scorer: Scorer,
@@ -80,7 +80,8 @@ def plan_scan(
     schedule sees the same hourly bar 12 times), with the book as `view` shows it (core.trading.
     valuation) in `regime` (core.regime, as of now); each taken entry becomes its position and orders.
     `previous`: the regime the last scan stored (None: none stored, which counts as a change)."""
-    fresh = [s for s in signals if s.ts + timeframe_duration(s.timeframe) <= now and s.signal_id not in decided]
+    closed = [s for s in signals if s.ts + timeframe_duration(s.timeframe) <= now]
+    fresh = [s for s in closed if s.signal_id not in decided] if decided else closed
     state = RegimeState(regime[0], regime[1], now)
     if previous is not None and previous.regime is state.regime:
         state = previous  # unchanged: keep when it began

@@ -9,10 +9,13 @@ with the same client_order_id must not create a second order (idempotent submit)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from core.domain import Fill, Liquidity, Order
 from core.positions import Bar
+
+if TYPE_CHECKING:
+    from core.venues.order_journal import OrderJournal
 
 
 @runtime_checkable
@@ -44,3 +47,10 @@ class SimulatedVenue(Venue, Protocol):
 
     def restore(self, orders: list[Order], fills: list[Fill], balances: dict[str, float]) -> None:
         """Rebuild the venue's state from the book after a restart."""
+
+
+@runtime_checkable
+class JournalledVenue(Venue, Protocol):
+    """A live venue that journals its own order intents and fills (reconciliation reads the journal)."""
+
+    journal: OrderJournal

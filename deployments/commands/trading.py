@@ -54,6 +54,8 @@ def print_report(report) -> None:  # noqa: ANN001
         head.add_row(key, _fmt(s[key]))
     for key in ("total_return", "win_rate", "max_drawdown", "exposure"):
         head.add_row(key, _fmt(s[key], pct=True))
+    skips = s.get("skips_by_code") or {}
+    head.add_row("skips by code", ", ".join(f"{k} {n}" for k, n in skips.items()) or "none")
     head.add_row("seconds", _fmt(s["seconds"]))
     console.print(head)
     for title, frame, key in (("per strategy", report.by_strategy, "strategy"), ("per coin", report.by_symbol, "symbol")):
