@@ -14,7 +14,7 @@ from core.scoring import RuleOnlyScorer
 from core.settings import load_settings
 from core.storage.duckdb_store import DuckDBStore
 from core.trading.account import paper_account
-from core.trading.scan import RegimeState, plan_scan
+from core.trading.scan import plan_scan
 from core.trading.valuation import marked, risk_view
 from tests.trading_helpers import TS, make_signal
 
