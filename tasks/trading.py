@@ -16,12 +16,27 @@ from prefect.cache_policies import NO_CACHE
 
 from core.alerts import AlertKind
 from core.domain import Regime, Signal
+from core.errors import StoreError
 from core.trading.scan import ScanPlan
 from core.trading.universe import ScanUniverse
 from tasks.runtime import Runtime
 
+
+def _store_errors_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a run that touches the venue only for store errors: the venue adapter already retried its
+    own temporary errors (core.retry), so a Prefect retry on top would multiply them."""
+    try:
+        state.result()
+    except StoreError:
+        return True
+    except Exception:  # noqa: BLE001 - venue and data errors are not retried here
+        return False
+    return False
+
+
 COMPUTE: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 1, "cache_policy": NO_CACHE}
 IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 15], "cache_policy": NO_CACHE}
+VENUE_IO: dict[str, Any] = {**IO_RETRIES, "retry_condition_fn": _store_errors_only}
 
 
 @task(name="scan_universe", cache_policy=NO_CACHE)
@@ -98,7 +113,7 @@ class ManageSummary:
     equity: float = 0.0
 
 
-@task(name="manage_positions", **IO_RETRIES)
+@task(name="manage_positions", **VENUE_IO)
 def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -> ManageSummary:
     """Apply every closed bar since each open position last saw one (core.trading.manage.manage: the
     account's driver, simulated or live), then alert on fills and exits."""
@@ -124,7 +139,7 @@ def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -
     return summary
 
 
-@task(name="reconcile_orders", **IO_RETRIES)
+@task(name="reconcile_orders", **VENUE_IO)
 def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None) -> dict[str, Any]:
     """Bring the order journal in line with the venue before trading on (core.reconcile; read-only at
     the venue: it adopts orders placed but never recorded and never places one). In paper mode the

@@ -180,3 +180,42 @@ def test_manage_positions_when_bars_close_after_scan_then_market_entries_fill_on
     fills = dict(store.get_records("fill"))
     assert first.fills == len(scan.opened) == len(fills)
     assert second.bars_applied == 0 and second.fills == 0
+
+
+class _FlakyReads(_FlakyStore):
+    """The real store, whose first read_many fails (store error) or raises a venue error (`exc`)."""
+
+    def __init__(self, inner: DuckDBStore, exc: Exception) -> None:
+        super().__init__(inner)
+        self.failures_left = 0
+        self.exc = exc
+
+    def read_many(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        if self.failures_left:
+            self.failures_left -= 1
+            raise self.exc
+        return self._inner.read_many(*args, **kwargs)
+
+
+def test_manage_positions_when_store_fails_then_retried_but_venue_error_is_not(
+    prefect_harness: str, settings: Settings, store, real_candles
+) -> None:
+    from core.errors import TemporaryVenueError
+    from flows.manage_positions import manage_positions_flow
+    from flows.scan_and_trade import scan_and_trade
+
+    # Arrange: positions open, the next hour's bars stored; the store's next read fails once.
+    flaky = _FlakyReads(store, StoreError("connection reset by peer (injected)"))
+    rt = _runtime(settings, flaky)
+    assert scan_and_trade(now=NOW, runtime=rt).opened
+    store.upsert_candles(real_candles("1h", SYMBOLS, NOW, NOW + timedelta(hours=1)))
+    flaky.failures_left = 1
+    # Act 1 / Assert 1: a store error is retried by Prefect and the run completes.
+    state = manage_positions_flow(now=NOW + timedelta(hours=1), runtime=rt, return_state=True)
+    runs = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("manage_positions")]
+    assert state.is_completed() and len(runs) == 1 and runs[0].run_count == 2
+    # Act 2 / Assert 2: a venue's temporary error (the adapter already retried it) is not retried on top.
+    flaky.exc, flaky.failures_left = TemporaryVenueError("venue busy (injected)"), 1
+    state = manage_positions_flow(now=NOW + timedelta(hours=2), runtime=rt, return_state=True)
+    runs = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("manage_positions")]
+    assert state.is_failed() and len(runs) == 1 and runs[0].run_count == 1

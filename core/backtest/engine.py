@@ -109,7 +109,7 @@ def run_backtest(
     The regime comes from `market_bars` (BTC + the monitored coins; default: `bars`), as of each signal
     bar's close; `use_regime=False` trades as if always NORMAL. Exits are checked on `exit_bars` (a finer
     timeframe of the same symbols) wherever they cover a whole detection bar. `execution` defaults to the
-    in-memory FastExecution; pass LedgerExecution(portfolio) for the paper-trading ledger and venue."""
+    in-memory FastExecution; pass LedgerExecution(paper_account(...)) for the paper book and venue."""
     t0, c0 = time.perf_counter(), time.process_time()
     tf = validate_bars(bars)
     dur = timeframe_duration(tf)
