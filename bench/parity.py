@@ -4,8 +4,11 @@ against the backtest engine over the same window, from the same empty book, with
 (rule-only), reading the same stored bars. Used by tests/test_parity.py (a short window, every
 decision and fill must be identical) and bench/bench_parity.py (a week of the 24 monitored coins).
 
-Decisions are compared on (signal id, symbol, strategy, taken, reason code, notional); fills on
-(client order id, side, time, price, quantity, fee). The engine marks positions still open when the
+Decisions are compared on (signal id, symbol, strategy, taken, reason code) exactly and the notional
+to a relative 1e-9; fills on (client order id, side, time) exactly and price, quantity and fee to a
+relative 1e-9. The tolerance is floating-point rounding only: the scan detects on its window of the last
+bars, the engine once over the whole history, and rolling-window features (e.g. the 24h volatility that
+sizing uses) accumulate their sums from different first bars, so they agree to ~1e-15, not to the bit. The engine marks positions still open when the
 window's data ends out at their last close (`end_of_data`); a paper account keeps them open, so those
 exits are left out of the comparison.
 """
@@ -22,6 +25,16 @@ from core.settings import Settings
 
 DECISION_KEY = ("signal_id", "symbol", "strategy", "taken", "reason", "notional")
 FILL_KEY = ("client_order_id", "side", "ts", "price", "quantity", "fee")
+RTOL = 1e-9
+
+
+def _matching(a: pl.DataFrame, b: pl.DataFrame, exact: list[str], close: list[str]) -> int:
+    """Rows of `a` with a row of `b` equal on `exact` and within RTOL on `close`."""
+    j = a.join(b, on=exact, how="inner", nulls_equal=True, suffix="_b")
+    ok = pl.lit(True)
+    for c in close:
+        ok = ok & ((pl.col(c) - pl.col(f"{c}_b")).abs() <= RTOL * pl.max_horizontal(pl.col(c).abs(), pl.col(f"{c}_b").abs()))
+    return j.filter(ok).height
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,8 @@ class Parity:
 
     @property
     def identical_decisions(self) -> int:
-        return self.paper_decisions.join(self.engine_decisions, on=list(DECISION_KEY), how="semi", nulls_equal=True).height
+        exact = ["signal_id", "symbol", "strategy", "taken", "reason"]
+        return _matching(self.paper_decisions, self.engine_decisions, exact, ["notional"])
 
     @property
     def decision_share(self) -> float:
@@ -44,7 +58,12 @@ class Parity:
 
     @property
     def identical_fills(self) -> int:
-        return self.paper_fills.join(self.engine_fills, on=list(FILL_KEY), how="semi").height
+        return _matching(self.paper_fills, self.engine_fills, ["client_order_id", "side", "ts"], ["price", "quantity", "fee"])
+
+    @property
+    def fill_share(self) -> float:
+        total = max(self.paper_fills.height, self.engine_fills.height)
+        return self.identical_fills / total if total else 1.0
 
 
 def _paper_frames(account: Any) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -176,6 +176,7 @@ def run_backtest(
         close_us = t + dur_us
         # 2. step open positions on the bar that opened at t (or its finer bars).
         still: list[ManagedPosition] = []
+        ending: list[ManagedPosition] = []  # their symbol's data ends with this bar
         for pos in open_pos:
             ser = series[pos.symbol]
             i = cursor[pos.position_id]
@@ -190,8 +191,10 @@ def run_backtest(
                 if not ex.closes_at_end:
                     stranded.append(pos)  # stays open in the ledger; no bar will come for it
                     continue
-                # The symbol's data ends here: mark the position out at its last close, at this step.
-                ex.end_of_data(pos, _bar(ser, len(ser.ts) - 1))
+                # The symbol's data ends here: the position is still held while this step decides (as in
+                # a paper book), then marked out at its last close, at this step.
+                ending.append(pos)
+                continue
             (closed if pos.status == "closed" else still).append(pos)
         open_pos = still
         # 3. decide on this bar's signals with the book marked at its close.
@@ -203,7 +206,7 @@ def run_backtest(
                     pos_i = bisect_left(ser.ts, t)
                     if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
                         marks[sym] = ser.close[pos_i]
-            view = risk_view(ex.cash, open_pos + stranded, marks)
+            view = risk_view(ex.cash, open_pos + ending + stranded, marks)
             r_i = bisect_right(reg_ts, t) - 1
             regime = (reg_val[r_i], reg_why[r_i]) if r_i >= 0 else (Regime.NORMAL, "no regime data")
             plan = plan_scan(
@@ -222,6 +225,9 @@ def run_backtest(
                     closed.append(pos)
                 else:
                     stranded.append(pos)
+        for pos in ending:
+            ex.end_of_data(pos, _bar(series[pos.symbol], len(series[pos.symbol].ts) - 1))
+            (closed if pos.status == "closed" else open_pos).append(pos)
         equity, notional = marked(ex.cash, open_pos + stranded, marks)
         curve.append((close_us, ex.cash, equity, notional))
 
