@@ -41,11 +41,24 @@ class BatchScored:
     whole history in one batch: scores depend on the signal alone, not on the book)."""
 
     def __init__(self, signals: list[Signal], scores: list[Scores]) -> None:
-        # Keyed by (strategy, symbol, timeframe, ts): the signal id's parts, without formatting it.
-        self._by_key = {_key(s): sc for s, sc in zip(signals, scores, strict=True)}
+        if len(signals) != len(scores):
+            raise ValueError(f"{len(scores)} scores for {len(signals)} signals")
+        self._signals, self._scores = signals, scores  # held: the ids below stay valid
+        self._by_obj = {id(s): i for i, s in enumerate(signals)}  # the engine hands back these objects
+        self._by_key: dict[tuple[StrategyName, str, str, object], Scores] | None = None
 
     def score(self, signals: list[Signal]) -> list[Scores]:
-        return [self._by_key[_key(s)] for s in signals]
+        out = []
+        for s in signals:
+            i = self._by_obj.get(id(s))
+            out.append(self._scores[i] if i is not None and self._signals[i] is s else self._by_value(s))
+        return out
+
+    def _by_value(self, s: Signal) -> Scores:
+        """An equal signal built elsewhere: looked up by (strategy, symbol, timeframe, ts)."""
+        if self._by_key is None:
+            self._by_key = {_key(x): sc for x, sc in zip(self._signals, self._scores, strict=True)}
+        return self._by_key[_key(s)]
 
 
 def _key(s: Signal) -> tuple[StrategyName, str, str, object]:

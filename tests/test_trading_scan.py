@@ -87,3 +87,16 @@ def test_valuation_when_positions_filled_and_resting_then_book_view_and_engine_v
     assert notional == pytest.approx(pos.quantity * marks["BTC"] + pos.resting_notional)
     assert book.open_notional == pytest.approx(notional)
     store.close()
+
+
+def test_batch_scored_when_same_or_equal_signals_asked_then_their_own_scores() -> None:
+    from core.domain import Scores
+    from core.scoring import BatchScored
+
+    a, b = make_signal("BTC", StrategyName.DCA, S), make_signal("ETH", StrategyName.SWING, S)
+    sa, sb = (Scores(confidence=c, take_profit_pct=0.05, stop_loss_pct=0.03) for c in (0.61, 0.77))
+    batch = BatchScored([a, b], [sa, sb])
+    assert batch.score([b, a]) == [sb, sa]  # the very objects scored in the batch
+    assert batch.score([make_signal("ETH", StrategyName.SWING, S)]) == [sb]  # an equal signal built again
+    with pytest.raises(ValueError, match="1 scores for 2 signals"):
+        BatchScored([a, b], [sa])

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from core.domain import Decision, Order, OrderPurpose, OrderType, Scores, Side, Signal
 from core.positions import ManagedPosition, open_position
 from core.settings import Settings
 
 
-@dataclass(frozen=True)
+@dataclass
 class PlannedEntry:
     decision: Decision | None
     position: ManagedPosition  # handed to the book when opened (the book then owns and mutates it)
-    orders: tuple[Order, ...]  # the entry intents, status PENDING, with our client order ids
+
+    @cached_property
+    def orders(self) -> tuple[Order, ...]:
+        """The entry intents (status PENDING, our client order ids), built once, when first asked for:
+        by the artifact or the account that places them (the in-memory backtest never needs them)."""
+        return entry_orders(self.position)
 
     @property
     def position_id(self) -> str:
@@ -70,7 +76,7 @@ def plan_entry(
 ) -> PlannedEntry:
     """The position (id `pos:<signal id>`, so a signal never opens twice) and its entry orders."""
     pos = open_position(signal, scores, notional, settings, position_id=f"pos:{signal.signal_id}")
-    return PlannedEntry(decision, pos, entry_orders(pos))
+    return PlannedEntry(decision, pos)
 
 
 def order_rows(entries: list[PlannedEntry]) -> list[dict[str, object]]:
