@@ -200,7 +200,8 @@ def replay_window(settings: Settings, symbols: list[str], length: timedelta, end
         last = load_shipped(settings.data.data_dir, tf, symbols).group_by("symbol").agg(pl.col("ts").max())
         if last.is_empty():
             raise ValueError(f"no shipped {tf} bars for {symbols} in {settings.data.data_dir}")
-        end = last["ts"].min() + timeframe_duration(tf)
+        first_to_stop: datetime = last["ts"].min()  # type: ignore[assignment]  # polars types min() loosely
+        end = first_to_stop + timeframe_duration(tf)
     return end - length, end
 
 
