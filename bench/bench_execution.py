@@ -53,9 +53,9 @@ def bench_simulate_many() -> list[BenchResult]:
 
 def bench_ledger() -> list[BenchResult]:
     from core.paper_session import Entry, run_session
-    from core.portfolio import JOURNAL, Portfolio
     from core.storage.duckdb_store import DuckDBStore
-    from core.venues.paper import PaperVenue
+    from core.trading.account import paper_account
+    from core.trading.journal import JOURNAL
 
     s = load_settings()
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
@@ -74,15 +74,15 @@ def bench_ledger() -> list[BenchResult]:
         store = DuckDBStore(Path(d) / "bench.duckdb")
         store.init_schema()
         t0 = time.perf_counter()
-        pf = run_session(Portfolio(store, s, PaperVenue(s)), bars, entries)
+        pf = run_session(paper_account(store, s), bars, entries)
         wall = time.perf_counter() - t0
         events = len(store.get_records(JOURNAL))
         t1 = time.perf_counter()
-        Portfolio.load(store, s, PaperVenue(s))
+        paper_account(store, s, load=True)
         load = time.perf_counter() - t1
         store.close()
     return [
-        BenchResult(f"execution.paper_session.{bars.height}_bars_{len(pf.trades)}_trades.wall", wall, "s", "<= 60"),
+        BenchResult(f"execution.paper_session.{bars.height}_bars_{len(pf.book.trades)}_trades.wall", wall, "s", "<= 60"),
         BenchResult("execution.ledger.events_per_s_duckdb", events / wall, "events/s", ">= 20"),
         BenchResult(f"execution.ledger.load_{events}_events", load, "s", "<= 10"),
     ]

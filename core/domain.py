@@ -1,4 +1,4 @@
-"""Domain types at the boundaries: candles, signals, decisions, orders, fills, positions, closed trades.
+"""Domain types at the boundaries: signals, scores, decisions (with reason codes), orders, fills, closed trades.
 
 Columnar work uses polars frames with the CANDLE_SCHEMA columns; these typed records are what crosses
 component boundaries one at a time (a signal to the manager, an order to a venue, a fill back).
@@ -90,6 +90,56 @@ class Regime(StrEnum):
     EUPHORIA = "EUPHORIA"
 
 
+class OrderPurpose(StrEnum):
+    ENTRY = "entry"
+    EXIT = "exit"
+
+
+class Liquidity(StrEnum):
+    MAKER = "maker"  # a resting limit order filled
+    TAKER = "taker"  # a market order (or a triggered stop)
+
+
+class ReasonCode(StrEnum):
+    """Why a signal was taken or skipped: reports count these; Decision.detail says the numbers."""
+
+    TAKEN = "taken"
+    LOST_CONFLICT = "lost_conflict"  # another strategy's signal on the same symbol won
+    REGIME_NO_ENTRIES = "regime_no_entries"
+    REGIME_NO_SWING = "regime_no_swing"
+    LOW_CONFIDENCE = "low_confidence"
+    SYMBOL_HELD = "symbol_held"
+    SYMBOL_PENDING = "symbol_pending"  # resting entry orders for the symbol
+    MAX_POSITIONS = "max_positions"
+    NOTIONAL_CAP = "notional_cap"
+    ALLOCATION_EXHAUSTED = "allocation_exhausted"
+    BELOW_MIN_NOTIONAL = "below_min_notional"
+
+
+# How ledgers written before reason codes phrased each reason (their free text becomes the detail).
+_LEGACY_REASONS: tuple[tuple[str, ReasonCode], ...] = (
+    ("taken", ReasonCode.TAKEN),
+    ("lost conflict", ReasonCode.LOST_CONFLICT),
+    ("confidence", ReasonCode.LOW_CONFIDENCE),
+    ("max positions", ReasonCode.MAX_POSITIONS),
+    ("open notional cap", ReasonCode.NOTIONAL_CAP),
+    ("strategy allocation", ReasonCode.ALLOCATION_EXHAUSTED),
+    ("order notional", ReasonCode.BELOW_MIN_NOTIONAL),
+)
+
+
+def legacy_reason_code(text: str) -> ReasonCode:
+    """The code of an English reason stored by an earlier version (ValueError when none fits)."""
+    if text.startswith("regime "):
+        return ReasonCode.REGIME_NO_SWING if "swing" in text else ReasonCode.REGIME_NO_ENTRIES
+    if text.startswith("symbol "):
+        return ReasonCode.SYMBOL_PENDING if " pending " in text else ReasonCode.SYMBOL_HELD
+    for prefix, code in _LEGACY_REASONS:
+        if text.startswith(prefix):
+            return code
+    raise ValueError(f"unknown decision reason {text!r}")
+
+
 class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     STOP_LOSS = "stop_loss"
@@ -98,6 +148,7 @@ class ExitReason(StrEnum):
     RANGE_BREAK = "range_break"
     END_OF_DATA = "end_of_data"
     MANUAL = "manual"
+
 
 
 class TradePlan(_Frozen):
@@ -155,13 +206,24 @@ class Decision(_Frozen):
     strategy: StrategyName
     ts: datetime
     taken: bool
-    reason: str
+    reason: ReasonCode
+    detail: str = ""  # the numbers behind the code, e.g. "confidence 0.55 < threshold 0.65"
     regime: Regime = Regime.NORMAL
     confidence: float | None = None
     expected_value: float | None = None
     notional: float = 0.0
     scores: Scores | None = None
     features: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        """A decision stored as English text (before reason codes) keeps its text as the detail."""
+        if isinstance(data, dict) and isinstance(data.get("reason"), str) and "detail" not in data:
+            reason = data["reason"]
+            if reason not in {c.value for c in ReasonCode}:
+                data = {**data, "reason": legacy_reason_code(reason), "detail": reason}
+        return data
 
 
 class Order(_Frozen):
@@ -178,7 +240,7 @@ class Order(_Frozen):
     status: OrderStatus = OrderStatus.PENDING
     filled_quantity: float = 0.0
     venue_order_id: str | None = None
-    purpose: str = "entry"  # entry | exit
+    purpose: OrderPurpose = OrderPurpose.ENTRY
 
 
 class Fill(_Frozen):
@@ -190,7 +252,8 @@ class Fill(_Frozen):
     price: float = Field(gt=0)
     quantity: float = Field(gt=0)
     fee: float = Field(ge=0)
-    liquidity: str = "taker"  # maker | taker
+    liquidity: Liquidity = Liquidity.TAKER
+
 
 
 class ClosedTrade(_Frozen):

@@ -8,11 +8,12 @@ only decides; opening positions/orders for the taken entries is the execution si
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from core.domain import Decision, Regime, Scores, Signal
+from core.domain import Decision, ReasonCode, Regime, Scores, Signal
 from core.errors import StrategyError
 from core.risk import (
     Holding,
@@ -49,6 +50,12 @@ class ManagerResult:
     entries: list[Entry] = field(default_factory=list)
 
 
+def skips_by_code(decisions: Iterable[Decision]) -> dict[str, int]:
+    """How many signals were skipped for each reason code (what the reports show), most first."""
+    counts = Counter(d.reason.value for d in decisions if not d.taken)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 @dataclass(frozen=True)
 class _Candidate:
     signal: Signal
@@ -57,7 +64,9 @@ class _Candidate:
 
 
 def _default_effects(regime: Regime, settings: Settings) -> RegimeEffects:
-    from core.regime import regime_effects  # the regime module owns what each regime means
+    from core.regime import (
+        regime_effects,  # the regime module owns what each regime means
+    )
 
     return regime_effects(regime, settings)
 
@@ -97,23 +106,23 @@ class StrategyManager:
             best = group[0]
             winners.append(best)
             for lost in group[1:]:
-                out.decisions.append(self._decision(lost, regime, ts, False, self._conflict_reason(best, lost)))
+                out.decisions.append(self._decision(lost, regime, ts, ReasonCode.LOST_CONFLICT, self._conflict_reason(best, lost)))
 
         # 2. Across symbols: EV, then confidence, then symbol (determinism).
         winners.sort(key=lambda c: (-c.ev, -c.scores.confidence, c.signal.symbol))
         for c in winners:
             check = self._pre_checks(c, view, regime, effects)
             if not check.approved:
-                out.decisions.append(self._decision(c, regime, ts, False, check.reason))
+                out.decisions.append(self._decision(c, regime, ts, check.code, check.reason))
                 continue
             vol = c.signal.features.get(VOL_FEATURE)
             size = size_position(c.signal, c.scores, view, effects.size_factor, vol, s)
             check = check_min_notional(size.notional, s)
             if not check.approved:
                 reason = check.reason + (f" ({size.capped_by} nearly used up)" if size.capped_by else "")
-                out.decisions.append(self._decision(c, regime, ts, False, reason))
+                out.decisions.append(self._decision(c, regime, ts, ReasonCode.BELOW_MIN_NOTIONAL, reason))
                 continue
-            out.decisions.append(self._decision(c, regime, ts, True, f"taken: {size.explain()}", size.notional))
+            out.decisions.append(self._decision(c, regime, ts, ReasonCode.TAKEN, size.explain(), size.notional))
             out.entries.append(Entry(c.signal, c.scores, size.notional, size))
             view.add(Holding(c.signal.symbol, c.signal.strategy, size.notional, pending=True))
         return out
@@ -139,15 +148,17 @@ class StrategyManager:
 
     @staticmethod
     def _decision(
-        c: _Candidate, regime: Regime, ts: datetime, taken: bool, reason: str, notional: float = 0.0
+        c: _Candidate, regime: Regime, ts: datetime, code: ReasonCode, detail: str, notional: float = 0.0
     ) -> Decision:
+        """The scorer that produced the scores is in `scores` (model_version, rule_only), not the text."""
         return Decision(
             signal_id=c.signal.signal_id,
             symbol=c.signal.symbol,
             strategy=c.signal.strategy,
             ts=ts,
-            taken=taken,
-            reason=f"{reason} [{c.scores.source}]",
+            taken=code is ReasonCode.TAKEN,
+            reason=code,
+            detail=detail,
             regime=regime,
             confidence=c.scores.confidence,
             expected_value=c.ev,

@@ -1,5 +1,7 @@
-"""Drive a paper session over recorded bars: open the given entries when their signal bar closes, then
-apply every bar to the portfolio. Restart-safe: rerunning it on a reloaded portfolio replays nothing
+"""Drive a paper account over recorded bars with GIVEN entries (no scan): open each entry when its signal
+bar closes, then apply every bar. A harness for the book and its restart-safety (the kill -9 test, the
+ledger benchmark); trading sessions go through core.backtest. Restart-safe: rerunning it on a reloaded
+account replays nothing
 twice (opening is idempotent per signal, bars already applied to a position are skipped)."""
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from datetime import datetime
 import polars as pl
 
 from core.domain import Scores, Signal, timeframe_duration
-from core.portfolio import Portfolio
 from core.positions import Bar
+from core.trading.account import Account
+from core.trading.entries import plan_entry
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,11 @@ class Entry:
 
 
 def run_session(
-    portfolio: Portfolio,
+    account: Account,
     bars: pl.DataFrame,
     entries: Sequence[Entry],
     on_step: Callable[[datetime], None] | None = None,
-) -> Portfolio:
+) -> Account:
     """`bars`: symbol, timeframe, ts, OHLC of one timeframe. One position per symbol: an entry whose
     symbol is still held (or has resting orders) when its signal bar closes is skipped."""
     tf = str(bars.get_column("timeframe")[0])
@@ -43,13 +46,13 @@ def run_session(
                 p.symbol == e.signal.symbol
                 and p.created_ts <= ts
                 and (p.status != "closed" or (p.last_bar_ts is not None and p.last_bar_ts >= ts))
-                for p in portfolio.positions.values()
+                for p in account.book.positions.values()
             )
-            opened = f"pos:{e.signal.signal_id}" in portfolio.positions
+            opened = f"pos:{e.signal.signal_id}" in account.book.positions
             if opened or not held:
-                portfolio.open(e.signal, e.scores, e.notional)
+                account.open(plan_entry(e.signal, e.scores, e.notional, account.settings))
         for r in group.iter_rows(named=True):
-            portfolio.on_bar(r["symbol"], Bar(r["ts"], r["open"], r["high"], r["low"], r["close"], dur))
+            account.on_bar(r["symbol"], Bar(r["ts"], r["open"], r["high"], r["low"], r["close"], dur))
         if on_step is not None:
             on_step(ts)
-    return portfolio
+    return account

@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 from core.domain import (
     ExitReason,
+    Liquidity,
     OrderType,
     Scores,
     Side,
@@ -37,7 +38,6 @@ from core.domain import (
 from core.errors import DataQualityError
 from core.settings import Settings
 
-Liquidity = Literal["maker", "taker"]
 PositionStatus = Literal["pending", "open", "closed"]
 
 
@@ -79,7 +79,7 @@ def stop_fill_price(stop: float, bar: Bar, slippage: float) -> float | None:
 
 
 def fee_rate(liquidity: Liquidity, settings: Settings) -> float:
-    return settings.execution.maker_fee if liquidity == "maker" else settings.execution.taker_fee
+    return settings.execution.maker_fee if liquidity == Liquidity.MAKER else settings.execution.taker_fee
 
 
 def fill_fee(price: float, quantity: float, liquidity: Liquidity, settings: Settings) -> float:
@@ -89,7 +89,7 @@ def fill_fee(price: float, quantity: float, liquidity: Liquidity, settings: Sett
 
 def entry_liquidity(order_type: OrderType) -> Liquidity:
     """A resting limit order fills as maker, a market order as taker."""
-    return "maker" if order_type is OrderType.LIMIT else "taker"
+    return Liquidity.MAKER if order_type is OrderType.LIMIT else Liquidity.TAKER
 
 
 # --- state ------------------------------------------------------------------------------------------------
@@ -382,21 +382,21 @@ def manage_exits(pos: ManagedPosition, bar: Bar, settings: Settings, entry_bar: 
     stop_px = stop_fill_price(sl if trail is None or trail <= sl else trail, bar, slippage)
     if stop_px is not None:
         reason = ExitReason.TRAILING_STOP if trail is not None and trail > sl else ExitReason.STOP_LOSS
-        return close_position(pos, reason, bar_end, stop_px, "taker", settings)
+        return close_position(pos, reason, bar_end, stop_px, Liquidity.TAKER, settings)
     tp = pos.take_profit_price
     if limit_entry_bar:
         tp_px = tp if bar.close >= tp else None
     else:
         tp_px = fill_price(Side.SELL, OrderType.LIMIT, tp, bar, 0.0)
     if tp_px is not None:
-        return close_position(pos, ExitReason.TAKE_PROFIT, bar_end, tp_px, "maker", settings)
+        return close_position(pos, ExitReason.TAKE_PROFIT, bar_end, tp_px, Liquidity.MAKER, settings)
     range_stop = pos.range_stop_price
     broken_down = range_stop is not None and bar.close < range_stop
     broken_up = pos.range_resistance is not None and bar.close > pos.range_resistance
     if broken_down or broken_up:
-        return close_position(pos, ExitReason.RANGE_BREAK, bar_end, bar.close * (1 - slippage), "taker", settings)
+        return close_position(pos, ExitReason.RANGE_BREAK, bar_end, bar.close * (1 - slippage), Liquidity.TAKER, settings)
     if pos.max_hold_until is not None and bar_end >= pos.max_hold_until:
-        return close_position(pos, ExitReason.MAX_HOLD, bar_end, bar.close * (1 - slippage), "taker", settings)
+        return close_position(pos, ExitReason.MAX_HOLD, bar_end, bar.close * (1 - slippage), Liquidity.TAKER, settings)
 
     # 4. trailing high after the stop check (no intra-bar look-ahead).
     pos.highest_price = max(pos.highest_price, bar.close if limit_entry_bar else bar.high)
@@ -430,7 +430,7 @@ def end_of_data(pos: ManagedPosition, last_bar: Bar, settings: Settings) -> list
         return []
     bar_end = last_bar.ts + (last_bar.duration or timeframe_duration(pos.timeframe))
     px = last_bar.close * (1 - settings.execution.slippage)
-    return close_position(pos, ExitReason.END_OF_DATA, bar_end, px, "taker", settings)
+    return close_position(pos, ExitReason.END_OF_DATA, bar_end, px, Liquidity.TAKER, settings)
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.domain import Regime, Scores, Signal, StrategyName
+from core.domain import ReasonCode, Regime, Scores, Signal, StrategyName
 from core.scoring import min_confidence
 from core.settings import Settings
 
@@ -18,15 +18,16 @@ from core.settings import Settings
 @dataclass(frozen=True)
 class RiskCheck:
     approved: bool
-    reason: str
+    reason: str  # the detail: which limit, with its numbers
+    code: ReasonCode = ReasonCode.TAKEN  # why it was denied (TAKEN: nothing here stands in the way)
 
     @staticmethod
     def ok(reason: str = "approved") -> RiskCheck:
         return RiskCheck(True, reason)
 
     @staticmethod
-    def deny(reason: str) -> RiskCheck:
-        return RiskCheck(False, reason)
+    def deny(code: ReasonCode, reason: str) -> RiskCheck:
+        return RiskCheck(False, reason, code)
 
 
 class RegimeEffects(Protocol):
@@ -95,9 +96,9 @@ def cap_free(view: PortfolioView, settings: Settings) -> float:
 
 def check_regime(signal: Signal, regime: Regime, effects: RegimeEffects) -> RiskCheck:
     if not effects.allow_entries:
-        return RiskCheck.deny(f"regime {regime.value}: no new entries")
+        return RiskCheck.deny(ReasonCode.REGIME_NO_ENTRIES, f"regime {regime.value}: no new entries")
     if signal.strategy == StrategyName.SWING and not effects.allow_swing:
-        return RiskCheck.deny(f"regime {regime.value}: no new swing entries")
+        return RiskCheck.deny(ReasonCode.REGIME_NO_SWING, f"regime {regime.value}: no new swing entries")
     return RiskCheck.ok()
 
 
@@ -105,7 +106,7 @@ def check_confidence(signal: Signal, scores: Scores, effects: RegimeEffects, set
     threshold = min_confidence(signal.strategy, settings) + effects.threshold_add
     # Rounded so a rule-only p equal to the threshold is not refused by float noise (0.6 + 0.0).
     if round(scores.confidence, 9) < round(threshold, 9):
-        return RiskCheck.deny(f"confidence {scores.confidence:.2f} < threshold {threshold:.2f}")
+        return RiskCheck.deny(ReasonCode.LOW_CONFIDENCE, f"confidence {scores.confidence:.2f} < threshold {threshold:.2f}")
     return RiskCheck.ok()
 
 
@@ -114,14 +115,16 @@ def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskC
     held = view.holds(signal.symbol)
     if held is not None:
         state = "pending" if held.pending else "held"
-        return RiskCheck.deny(f"symbol {signal.symbol} already {state} by {held.strategy.value}")
+        code = ReasonCode.SYMBOL_PENDING if held.pending else ReasonCode.SYMBOL_HELD
+        return RiskCheck.deny(code, f"symbol {signal.symbol} already {state} by {held.strategy.value}")
     if len(view.holdings) >= settings.risk.max_positions:
-        return RiskCheck.deny(f"max positions {settings.risk.max_positions} reached")
+        return RiskCheck.deny(ReasonCode.MAX_POSITIONS, f"max positions {settings.risk.max_positions} reached")
     floor = max(settings.risk.min_order_notional, 1e-9)
     if cap_free(view, settings) < floor:
-        return RiskCheck.deny(f"open notional cap {settings.risk.max_open_notional:.0%} reached")
+        return RiskCheck.deny(ReasonCode.NOTIONAL_CAP, f"open notional cap {settings.risk.max_open_notional:.0%} reached")
     if allocation_free(signal.strategy, view, settings) < floor:
         return RiskCheck.deny(
+            ReasonCode.ALLOCATION_EXHAUSTED,
             f"strategy allocation exhausted ({signal.strategy.value} "
             f"{settings.risk.allocation[signal.strategy.value]:.0%} of equity in use)"
         )
@@ -130,5 +133,5 @@ def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskC
 
 def check_min_notional(notional: float, settings: Settings) -> RiskCheck:
     if notional < settings.risk.min_order_notional or notional <= 0:
-        return RiskCheck.deny(f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}")
+        return RiskCheck.deny(ReasonCode.BELOW_MIN_NOTIONAL, f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}")
     return RiskCheck.ok()

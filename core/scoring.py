@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import polars as pl
+
 from core.domain import OrderType, Scores, Signal, StrategyName
 from core.settings import Settings
 
@@ -23,6 +25,44 @@ from core.settings import Settings
 class Scorer(Protocol):
     def score(self, signals: list[Signal]) -> list[Scores]:
         """One Scores per signal, same order; a batch in one call."""
+
+
+@runtime_checkable
+class ObservesBars(Protocol):
+    """A scorer whose features include coin/market context: it is shown the scan's bars first
+    (models.scorer.MLScorer). A backtest gives each signal the context at its own bar instead
+    (models.context_scorer.HistoricalContextScorer)."""
+
+    def observe_bars(self, bars: pl.DataFrame) -> None: ...
+
+
+class BatchScored:
+    """Scores computed for many signals in one call, then handed out per scan (the backtest scores its
+    whole history in one batch: scores depend on the signal alone, not on the book)."""
+
+    def __init__(self, signals: list[Signal], scores: list[Scores]) -> None:
+        if len(signals) != len(scores):
+            raise ValueError(f"{len(scores)} scores for {len(signals)} signals")
+        self._signals, self._scores = signals, scores  # held: the ids below stay valid
+        self._by_obj = {id(s): i for i, s in enumerate(signals)}  # the engine hands back these objects
+        self._by_key: dict[tuple[StrategyName, str, str, object], Scores] | None = None
+
+    def score(self, signals: list[Signal]) -> list[Scores]:
+        out = []
+        for s in signals:
+            i = self._by_obj.get(id(s))
+            out.append(self._scores[i] if i is not None and self._signals[i] is s else self._by_value(s))
+        return out
+
+    def _by_value(self, s: Signal) -> Scores:
+        """An equal signal built elsewhere: looked up by (strategy, symbol, timeframe, ts)."""
+        if self._by_key is None:
+            self._by_key = {_key(x): sc for x, sc in zip(self._signals, self._scores, strict=True)}
+        return self._by_key[_key(s)]
+
+
+def _key(s: Signal) -> tuple[StrategyName, str, str, object]:
+    return (s.strategy, s.symbol, s.timeframe, s.ts)
 
 
 def min_confidence(strategy: StrategyName, settings: Settings) -> float:

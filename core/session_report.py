@@ -20,15 +20,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
 
-from core.backtest.buy_and_hold import BENCHMARK_SYMBOL, BuyAndHold, buy_and_hold  # noqa: E402
-from core.errors import DataQualityError  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.backtest.buy_and_hold import BENCHMARK_SYMBOL, BuyAndHold, buy_and_hold
+from core.errors import DataQualityError
+from core.settings import Settings
 
 ROWS = ("start", "end", "symbols", "signals", "decisions_taken", "trades", "win_rate", "pnl", "fees",
-        "total_return", "sharpe", "max_drawdown", "exposure", "final_equity", "scoring")
+        "total_return", "sharpe", "max_drawdown", "exposure", "final_equity", "scoring", "skips_by_code")
 PCT = {"win_rate", "total_return", "max_drawdown", "exposure"}
 
 
@@ -46,6 +46,8 @@ def fmt(key: str, v: Any) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.2%}" if key in PCT else f"{v:,.2f}"
+    if isinstance(v, dict):  # skips per reason code
+        return ", ".join(f"{k} {n}" for k, n in v.items()) or "none"
     return str(v)
 
 

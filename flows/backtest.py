@@ -7,10 +7,9 @@ from typing import Any
 
 from prefect import flow
 
-from core.backtest.session import last_window
 from flows.common import flow_runtime, parse_when
 from flows.hooks import ALERT_HOOKS
-from tasks.backtest import run_backtest
+from tasks.backtest import last_window, run_backtest
 from tasks.runtime import Runtime
 
 
@@ -28,7 +27,7 @@ def backtest(
         syms = list(symbols or rt.settings.data.symbols)
         stop, begin = parse_when(end), parse_when(start)
         if stop is None:
-            stop = last_window(rt.store, syms, rt.settings.data.detection_timeframe, days)[1]
+            stop = last_window(rt, syms, days)[1]
         begin = begin or stop - timedelta(days=days)
         report = run_backtest(rt, syms, begin, stop, kind="backtest", use_ml=use_ml)
         return {"run_id": report.run_id, "directory": str(report.directory), "summary": report.summary}

@@ -10,9 +10,8 @@ from prefect import get_run_logger
 
 from tasks.runtime import Runtime, open_runtime
 
-
 # Global concurrency limit (create it with limit 1: `mlcrypto up` and `deploy_all` do) held by every
-# deployed flow run that writes the paper ledger: core.portfolio is single-writer by design.
+# deployed flow run that writes the paper ledger: the book (core.trading.account) is single-writer by design.
 LEDGER_LIMIT = "mlcrypto-ledger"
 
 

@@ -7,11 +7,11 @@ from datetime import datetime
 import polars as pl
 from prefect import flow
 
-from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
 from flows.hooks import ALERT_HOOKS
 from tasks.data import load_candles, validate_candles
 from tasks.runtime import Runtime
+from tasks.trading import scan_universe
 
 
 @flow(name="data-health", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
@@ -20,7 +20,7 @@ def data_health(
 ) -> dict[str, list[str]]:
     when = parse_when(now) or utcnow()
     with flow_runtime(runtime) as rt:
-        wanted = list(symbols or rt.settings.data.symbols)
-        bars = load_candles(rt, wanted, rt.settings.data.detection_timeframe, warmup_bars(rt.settings), when)
-        report = validate_candles(rt, bars.filter(pl.col("symbol").is_in(wanted)), wanted, when)
+        u = scan_universe(rt, symbols)
+        bars = load_candles(rt, u.wanted, u.timeframe, u.detection_bars, when)
+        report = validate_candles(rt, bars.filter(pl.col("symbol").is_in(u.wanted)), u.wanted, when)
         return {"passed": report.passed_symbols, "failed": report.failed_symbols}

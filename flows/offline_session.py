@@ -23,71 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from core.domain import timeframe_duration
 from flows.common import flow_runtime, parse_when
 from flows.hooks import ALERT_HOOKS
 from flows.scan_and_trade import scan_and_trade
 from flows.weekly_retrain import weekly_retrain
-from tasks.backtest import run_backtest
+from tasks.backtest import load_replay_tape, plan_replay, run_backtest, session_report
 from tasks.data import import_history, init_store
 from tasks.ml import model_versions
 from tasks.runtime import Runtime
-from tasks.trading import reconcile_orders
-
-
-@task(name="plan_replay", cache_policy=NO_CACHE)
-def plan_replay(rt: Runtime, symbols: list[str], days: int, end: datetime | None) -> tuple[datetime, datetime]:
-    """[start, end) of the replay: `days` before the last hour every traded coin has a bar for."""
-    from core.data_import import load_shipped
-
-    tf = rt.settings.data.detection_timeframe
-    if end is None:
-        last = load_shipped(rt.settings.data.data_dir, tf, symbols).group_by("symbol").agg(pl.col("ts").max())
-        if last.is_empty():
-            raise ValueError(f"no shipped {tf} bars for {symbols} in {rt.settings.data.data_dir}")
-        end = last["ts"].min() + timeframe_duration(tf)
-    return end - timedelta(days=days), end
-
-
-@task(name="reset_paper_book", cache_policy=NO_CACHE)
-def reset_paper_book(rt: Runtime) -> int:
-    """The replay re-trades history: an earlier replay's paper ledger (and regime state) goes first."""
-    from core.backtest.session import reset_paper_ledger
-    from core.errors import ConfigError
-    from tasks.trading import REGIME_KIND
-
-    if rt.settings.execution.mode != "paper":  # replaying history must never reach a real venue
-        raise ConfigError("the offline session replays history on the paper book only; set execution.mode=paper")
-    removed = reset_paper_ledger(rt.store)
-    keys = [k for k, _ in rt.store.get_records(REGIME_KIND)]
-    if keys:
-        removed += rt.store.delete_records(REGIME_KIND, keys)
-    rt.drop_portfolio()
-    return removed
-
-
-@task(name="paper_summary", cache_policy=NO_CACHE)
-def paper_summary(rt: Runtime, start: datetime, end: datetime, steps: int, seconds: float) -> dict[str, Any]:
-    pf = rt.portfolio
-    decisions = list(pf.decisions.values())
-    trades = list(pf.trades.values())
-    return {
-        "window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
-        "scan flow runs": steps,
-        "decisions": len(decisions),
-        "taken": sum(d.taken for d in decisions),
-        "closed trades": len(trades),
-        "open positions": len(pf.open_positions()),
-        "realised P&L": round(pf.realised_pnl, 2),
-        "fees": round(pf.fees_paid, 2),
-        "equity": round(pf.equity(), 2),
-        "replay seconds": round(seconds, 1),
-    }
+from tasks.trading import paper_summary, reconcile_orders, reset_paper_book
 
 
 @dataclass(frozen=True)
@@ -141,20 +88,15 @@ def replay(rt: Runtime, plan: SessionPlan, step: timedelta, progress: Callable[[
     from `mlcrypto run` they are top-level flow runs (no subflow tracking task run: ~4x less overhead)."""
     import time
 
-    from core.data_import import load_shipped
-
     tell = progress or _silent
-    s = rt.settings
-    dur = timeframe_duration(s.data.detection_timeframe)
-    tape = load_shipped(s.data.data_dir, s.data.detection_timeframe, plan.symbols, plan.start, plan.stop)
+    tape = load_replay_tape(rt, plan.symbols, plan.start, plan.stop)
     began = time.perf_counter()
     now, steps = plan.start, 0
     total = -((plan.start - plan.stop) // step)  # ceil: the last step may be shorter
     while now < plan.stop:
         tell("replay", steps, total)
         nxt = min(now + step, plan.stop)
-        closed = tape.filter((pl.col("ts") >= now) & (pl.col("ts") + dur <= nxt))
-        scan_and_trade(symbols=plan.symbols, now=nxt, manage=True, ingest=closed, runtime=rt)
+        scan_and_trade(symbols=plan.symbols, now=nxt, manage=True, ingest=tape.closed_in(now, nxt), runtime=rt)
         now, steps = nxt, steps + 1
     tell("replay", steps, total)
     return steps, time.perf_counter() - began
@@ -173,7 +115,7 @@ def finish_session(
         ml = run_backtest(rt, plan.symbols, plan.oos_start, plan.stop, kind="ml", use_ml=True)
         tell("backtest", 1, 2)
         rule = run_backtest(rt, plan.symbols, plan.oos_start, plan.stop, kind="rule", use_ml=False)
-        out = _report(rt, ml, rule, paper, plan.champions)
+        out = session_report(rt, ml, rule, paper, plan.champions)
         create_markdown_artifact(key="session-report", markdown=out["markdown"], description="Main job: ML vs rule-only")
         return out
 
@@ -209,24 +151,3 @@ def run_session(
 
 def _silent(stage: str, done: int, total: int) -> None:
     return None
-
-
-def _report(rt: Runtime, ml: Any, rule: Any, paper: dict[str, Any], champions: dict[str, Any]) -> dict[str, Any]:
-    from core.session_report import fmt, write_session_report
-
-    s = rt.settings
-    notes = [
-        f"models trained on the history before {s.ml.train_end}; both backtests run on the later bars only",
-        "champions: " + ", ".join(f"{k} v{v}" if v else f"{k}: none (rule-only defaults)" for k, v in champions.items()),
-        f"settings fingerprint {s.fingerprint()}",
-    ]
-    directory = s.reports_dir / f"session-{s.fingerprint()}"
-    rep = write_session_report(directory, ml_report=ml, rule_report=rule, paper=paper, capital=s.risk.capital, notes=notes)
-    lines = ["| metric | ML | rule-only | buy-and-hold BTC |", "|---|---|---|---|"] + [
-        f"| {r['metric']} | {fmt(r['metric'], r['ml'])} | {fmt(r['metric'], r['rule_only'])} "
-        f"| {fmt(r['metric'], r.get('buy_and_hold_btc'))} |" for r in rep.comparison
-    ]
-    md = "\n".join(["# Main job", "## Out-of-sample backtest", *lines, "## Paper replay (Prefect flow runs)",
-                    *[f"- {k}: {v}" for k, v in paper.items()], f"\nReport: `{rep.html}`"])
-    return {"html": str(rep.html), "png": str(rep.png), "comparison": rep.comparison, "paper": paper, "markdown": md,
-            "ml_run": ml.run_id, "rule_run": rule.run_id}

@@ -1,8 +1,9 @@
-"""scan_and_trade: load -> gate -> detect -> score -> regime -> decide -> size -> submit (every 5 minutes).
+"""scan_and_trade: load -> gate -> detect -> regime -> plan (score, decide, size: core.trading.scan) ->
+record the regime -> submit (every 5 minutes).
 
 A symbol that fails the data gate is left out of this scan only; the others trade. Each run publishes
-one markdown artifact (signals, decisions with reasons, orders, the MLflow model versions used) and a
-table artifact of the decisions.
+one markdown artifact (signals, decisions with reason codes, skips by code, orders, the MLflow model
+versions used) and a table artifact of the decisions.
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 
-from core.alerts import AlertKind
-from core.domain import bars_in
-from core.regime import BENCHMARK
-from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
 from flows.hooks import ALERT_HOOKS
 from tasks.alerts import send_alert
@@ -27,16 +24,13 @@ from tasks.data import derive_candles, ingest_bars, load_candles, validate_candl
 from tasks.runtime import Runtime
 from tasks.trading import (
     assess_regime,
-    decide,
     detect_signals,
     manage_positions,
-    score_signals,
-    size_orders,
+    plan_scan,
+    record_regime,
+    scan_universe,
     submit_orders,
 )
-
-# The regime needs 30 days of BTC volatility for its median plus a day of returns.
-REGIME_HISTORY = timedelta(days=32)
 
 
 @dataclass
@@ -48,6 +42,7 @@ class ScanResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
+    skips_by_code: dict[str, int] = field(default_factory=dict)
 
 
 @flow(name="scan-and-trade", validate_parameters=False, log_prints=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
@@ -65,37 +60,31 @@ def scan_and_trade(
     bars before the scan decides), so one flow run per simulated hour covers ingest -> manage -> scan."""
     when = parse_when(now) or utcnow()
     with flow_runtime(runtime, ledger=True) as rt:
-        s = rt.settings
-        tf = s.data.detection_timeframe
-        wanted = list(symbols or s.data.symbols)
-        market = sorted(set(s.data.symbols) | {BENCHMARK})
-        everyone = sorted(set(wanted) | set(market))
-        window = warmup_bars(s)
+        u = scan_universe(rt, symbols)
         if ingest is not None:
             ingest_bars(rt, ingest)
         if derive:
-            derive_candles(rt, everyone, when - timedelta(hours=6), when)
+            derive_candles(rt, u.everyone, when - timedelta(hours=6), when)
         if manage:
             manage_positions(rt, when)
-        bars = load_candles(rt, everyone, tf, max(window, bars_in(REGIME_HISTORY, tf)), when)
-        scan_bars = bars.filter(pl.col("symbol").is_in(wanted)).group_by("symbol", maintain_order=True).tail(window)
-        gate = validate_candles(rt, scan_bars, wanted, when)
+        bars = load_candles(rt, u.everyone, u.timeframe, u.history_bars, when)
+        scan_bars = u.scan_bars(bars)
+        gate = validate_candles(rt, scan_bars, u.wanted, when)
         if not gate.passed_symbols and runtime is None:  # deployed run: no coin tradable is not "fine"
-            send_alert(rt, AlertKind.DATA_HEALTH.value, f"scan at {when:%Y-%m-%d %H:%M} UTC: the data gate failed "
+            send_alert(rt, "data_health", f"scan at {when:%Y-%m-%d %H:%M} UTC: the data gate failed "
                        f"for every symbol; nothing traded", [f"failed: {', '.join(gate.failed_symbols)}"])
-            return Failed(message=f"data gate failed for all {len(wanted)} symbols; nothing traded")  # type: ignore[return-value]
-        signals = detect_signals(rt, scan_bars, gate.passed_symbols, when)
-        scores = score_signals(rt, signals, bars)
-        regime, _ = assess_regime(rt, bars.filter(pl.col("symbol").is_in(market)), when)
-        marks = dict(bars.group_by("symbol").agg(pl.col("close").last()).iter_rows())
-        result = decide(rt, signals, scores, regime, marks, when)
-        plan = size_orders(rt, result)
+            return Failed(message=f"data gate failed for all {len(u.wanted)} symbols; nothing traded")  # type: ignore[return-value]
+        signals = detect_signals(rt, scan_bars, gate.passed_symbols)
+        regime = assess_regime(rt, u.market_bars(bars), when)
+        plan = plan_scan(rt, signals, bars, regime, when)
+        record_regime(rt, plan)  # alerts when the plan says the regime changed
         opened = submit_orders(rt, plan)
         out = ScanResult(
-            now=when, regime=regime.value, gate_failed=gate.failed_symbols, signals=len(signals),
-            decisions=[_decision_row(d) for d in plan.decisions], opened=opened, orders=plan.orders,
+            now=when, regime=plan.regime.regime.value, gate_failed=gate.failed_symbols, signals=len(plan.signals),
+            decisions=[_decision_row(d) for d in plan.decisions], opened=opened, orders=plan.order_rows(),
+            skips_by_code=plan.skips_by_code,
         )
-        _publish(rt, out, signals, scores)
+        _publish(rt, out, plan.signals, plan.scores)
         return out
 
 
@@ -104,7 +93,8 @@ def _decision_row(d: Any) -> dict[str, Any]:
         "symbol": d.symbol, "strategy": d.strategy.value, "taken": d.taken,
         "confidence": round(d.confidence, 3) if d.confidence is not None else None,
         "ev": round(d.expected_value, 4) if d.expected_value is not None else None,
-        "notional": round(d.notional, 2), "reason": d.reason,
+        "notional": round(d.notional, 2), "reason": d.reason.value, "detail": d.detail,
+        "scoring": d.scores.source if d.scores else "",
     }
 
 
@@ -142,6 +132,7 @@ def _publish(rt: Runtime, out: ScanResult, signals: list[Any], scores: list[Any]
         f"Regime **{out.regime}** · settings `{rt.settings.fingerprint()}` · gate failed: {out.gate_failed or 'none'}",
         "## Signals\n" + _md_table(sig_rows),
         "## Decisions\n" + _md_table(out.decisions),
+        "## Skips by reason code\n" + _md_table([{"reason": k, "signals": n} for k, n in out.skips_by_code.items()]),
         "## Orders\n" + _md_table(out.orders),
         "## Models\n" + "\n".join(_model_links(rt, signals, scores)),
     ])

@@ -1,7 +1,7 @@
 """The learning loop (SPEC 5): stored paper/live outcomes -> rows of the training event frame, and the
 ML accuracy report (predicted vs realised).
 
-Source: the paper ledger's views in the store (core.portfolio): kind "trade" (ClosedTrade) joined by
+Source: the paper ledger's views in the store (core.trading.journal): kind "trade" (ClosedTrade) joined by
 signal_id to kind "decision" (Decision: the scores and the strategy's features at entry). Backtest
 records ("backtest_trades") are not outcomes: they replay history the labels already cover.
 
@@ -35,7 +35,7 @@ from core.backtest.session import WARMUP
 from core.domain import ClosedTrade, Decision, Scores, Signal, StrategyName
 from core.regime import BENCHMARK
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 from core.strategies.registry import FEATURE_NAMES, detect_all
 from models.dataset import STRATEGIES, StrategyEvents, feature_names
 from models.features import context_features, event_features
@@ -44,13 +44,11 @@ from models.train import STRATEGY_OUTPUTS
 
 _log = logging.getLogger(__name__)
 
-TRADE_KIND, DECISION_KIND = "trade", "decision"  # core.portfolio's views
+TRADE_KIND, DECISION_KIND = "trade", "decision"  # core.trading.journal's views
 SOURCE_HISTORY, SOURCE_OUTCOME = "history", "outcome"
 KEYS = ["symbol", "timeframe", "ts", "strategy"]
 DEDUP_KEYS = ["strategy", "symbol", "ts"]
 # What the models said at entry (Decision.scores), kept beside the realised targets for the accuracy report.
-ENTRY_COLUMNS = ("entry_confidence", "entry_take_profit_pct", "entry_stop_loss_pct", "entry_size_multiplier",
-                 "entry_hold_hours", "entry_model_version", "entry_rule_only")  # fmt: skip
 REALISED = ("entry_ts", "entry_price", "exit_ts", "exit_price", "exit_reason", "net_return", "gross_return", "fees", "quantity")
 # Bars needed after the last signal: entry expiry (24h) + the longest max hold (72h) + slack.
 _HORIZON = timedelta(days=7)
@@ -62,13 +60,13 @@ def _split_signal_id(signal_id: str) -> tuple[str, str, str, datetime]:
     return strategy, symbol, timeframe, datetime.fromisoformat(ts)
 
 
-def ledger_trades(store: CandleStore) -> pl.DataFrame:
+def ledger_trades(store: Store) -> pl.DataFrame:
     """Closed trades joined to their decision (one row per trade; trades without a decision are dropped,
     with a warning: they carry no scores or features)."""
     return _ledger(store)[0]
 
 
-def _ledger(store: CandleStore) -> tuple[pl.DataFrame, dict[str, tuple[dict[str, Any], Scores | None]]]:
+def _ledger(store: Store) -> tuple[pl.DataFrame, dict[str, tuple[dict[str, Any], Scores | None]]]:
     """(trades frame, signal_id -> (features at entry, scores at entry))."""
     at_entry: dict[str, tuple[dict[str, Any], Scores | None]] = {}
     decisions = {k: Decision.model_validate(p) for k, p in store.get_records(DECISION_KIND)}
@@ -105,7 +103,7 @@ def _ledger(store: CandleStore) -> tuple[pl.DataFrame, dict[str, tuple[dict[str,
 
 
 def read_outcomes(
-    store: CandleStore, settings: Settings, bars: pl.DataFrame | None = None, timeframe: str | None = None
+    store: Store, settings: Settings, bars: pl.DataFrame | None = None, timeframe: str | None = None
 ) -> pl.DataFrame:
     """Every stored closed trade (of `timeframe`, default the detection timeframe) as a labelled event row:
     ids, plan, features (own + context), realised outcome, targets, label_end, entry_* scores, source.
@@ -314,7 +312,7 @@ def ml_accuracy(outcomes: pl.DataFrame, buckets: tuple[float, ...] = CONFIDENCE_
     return MLAccuracy(per_bucket, pl.concat(parts, how="diagonal_relaxed").sort("strategy"))
 
 
-def ml_accuracy_report(store: CandleStore, settings: Settings, bars: pl.DataFrame | None = None) -> MLAccuracy:
+def ml_accuracy_report(store: Store, settings: Settings, bars: pl.DataFrame | None = None) -> MLAccuracy:
     """ML accuracy of every stored paper/live trade that had model scores (SPEC 5)."""
     return ml_accuracy(read_outcomes(store, settings, bars))
 

@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-import polars as pl
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.runtime import Runtime
-
-
-class HistoricalContextScorer:
-    """Gives each historical signal the coin/market context AT ITS OWN BAR before the champion scores
-    it (models.features.context_features uses bars <= t only). Without it a backtest would score every
-    signal with the context of the window's last bar, i.e. with information from its future."""
-
-    def __init__(self, inner: Any, bars: pl.DataFrame, settings: Any) -> None:
-        from models.features import context_features
-
-        ctx = context_features(bars, settings)
-        names = [c for c in ctx.columns if c not in ("symbol", "ts")]
-        self._inner = inner
-        self._names = names
-        self._ctx = {(r[0], r[1]): dict(zip(names, r[2:], strict=True)) for r in ctx.select("symbol", "ts", *names).iter_rows()}
-
-    def _at(self, symbol: str, ts: Any) -> dict[str, float]:
-        """The context at that bar; a missing value stays missing (NaN), never the scorer's latest context."""
-        row = self._ctx.get((symbol, ts), {})
-        return {n: math.nan if row.get(n) is None else float(row[n]) for n in self._names}
-
-    def score(self, signals: list[Any]) -> list[Any]:
-        enriched = [
-            s.model_copy(update={"features": {**self._at(s.symbol, s.ts), **s.features}})
-            for s in signals
-        ]
-        return self._inner.score(enriched)
 
 
 @task(name="run_backtest", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -57,23 +28,14 @@ def run_backtest(
     (HTML/PNG/parquet under reports_dir/<run-id>/) and returns core.backtest.report.Report."""
     from core.backtest.report import summary_lines
     from core.backtest.session import run_session
-    from core.scoring import RuleOnlyScorer
+    from models.context_scorer import HistoricalContextScorer
 
     s = rt.settings
-    holder: dict[str, Any] = {}
-
-    class _Deferred:
-        """Built once the session has loaded its bars (the context needs them)."""
-
-        def score(self, signals: list[Any]) -> list[Any]:
-            return holder["scorer"].score(signals)
-
-    def on_loaded(inputs: Any) -> None:
-        holder["scorer"] = HistoricalContextScorer(rt.get_scorer(), inputs.bars, s) if use_ml else RuleOnlyScorer(s)
-
     _, report = run_session(
         rt.store, s, kind=kind, symbols=symbols, timeframe=timeframe or s.data.detection_timeframe,
-        start=start, end=end, exit_timeframe=exit_timeframe, scorer=_Deferred(), on_loaded=on_loaded,
+        start=start, end=end, exit_timeframe=exit_timeframe,
+        # ML: the champions, each signal with the context at its own bar (built from the loaded bars).
+        scorer=(lambda bars: HistoricalContextScorer(rt.get_scorer(), bars, s)) if use_ml else None,
     )
     lines = summary_lines(report)
     get_run_logger().info("backtest %s:\n%s", report.run_id, "\n".join(lines))
@@ -83,3 +45,50 @@ def run_backtest(
         description=f"{kind} summary ({'ML champion' if use_ml else 'rule-only'})",
     )
     return report
+
+
+@task(name="plan_replay", cache_policy=NO_CACHE)
+def plan_replay(rt: Runtime, symbols: list[str], days: int, end: datetime | None) -> tuple[datetime, datetime]:
+    """[start, end) of the replay: `days` before the last hour every traded coin has a bar for."""
+    from core.backtest.session import replay_window
+
+    return replay_window(rt.settings, symbols, timedelta(days=days), end)
+
+
+@task(name="load_replay_tape", cache_policy=NO_CACHE)
+def load_replay_tape(rt: Runtime, symbols: list[str], start: datetime, stop: datetime) -> Any:
+    """The shipped detection-timeframe bars the replay feeds in, hour by hour (core.backtest.session.ReplayTape)."""
+    from core.backtest.session import ReplayTape
+
+    return ReplayTape.load(rt.settings, symbols, start, stop)
+
+
+@task(name="last_window", cache_policy=NO_CACHE)
+def last_window(rt: Runtime, symbols: list[str], days: int) -> tuple[datetime, datetime]:
+    """The last `days` days up to the newest stored bar of these symbols."""
+    from core.backtest.session import last_window as window
+
+    return window(rt.store, symbols, rt.settings.data.detection_timeframe, days)
+
+
+@task(name="session_report", cache_policy=NO_CACHE)
+def session_report(rt: Runtime, ml: Any, rule: Any, paper: dict[str, Any], champions: dict[str, Any]) -> dict[str, Any]:
+    """The main job's closing report (core.session_report): ML vs rule-only vs buy-and-hold BTC, the replay."""
+    from core.session_report import fmt, write_session_report
+
+    s = rt.settings
+    notes = [
+        f"models trained on the history before {s.ml.train_end}; both backtests run on the later bars only",
+        "champions: " + ", ".join(f"{k} v{v}" if v else f"{k}: none (rule-only defaults)" for k, v in champions.items()),
+        f"settings fingerprint {s.fingerprint()}",
+    ]
+    directory = s.reports_dir / f"session-{s.fingerprint()}"
+    rep = write_session_report(directory, ml_report=ml, rule_report=rule, paper=paper, capital=s.risk.capital, notes=notes)
+    lines = ["| metric | ML | rule-only | buy-and-hold BTC |", "|---|---|---|---|"] + [
+        f"| {r['metric']} | {fmt(r['metric'], r['ml'])} | {fmt(r['metric'], r['rule_only'])} "
+        f"| {fmt(r['metric'], r.get('buy_and_hold_btc'))} |" for r in rep.comparison
+    ]
+    md = "\n".join(["# Main job", "## Out-of-sample backtest", *lines, "## Paper replay (Prefect flow runs)",
+                    *[f"- {k}: {fmt(k, v)}" for k, v in paper.items()], f"\nReport: `{rep.html}`"])
+    return {"html": str(rep.html), "png": str(rep.png), "comparison": rep.comparison, "paper": paper, "markdown": md,
+            "ml_run": ml.run_id, "rule_run": rule.run_id}

@@ -1,4 +1,4 @@
-"""The resources one flow run works with: settings, the store, the paper ledger, the scorer, the alerter.
+"""The resources one flow run works with: settings, the store, the trading account, the scorer, the alerter.
 
 Deployed flows open a Runtime from the environment's settings (JSON-able parameters only); the offline
 session, tests and benchmarks open ONE Runtime and hand it to every subflow, so the DuckDB file (a
@@ -17,11 +17,11 @@ from core.alerts import SlackAlerter
 from core.errors import StoreError
 from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings, load_settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 from core.storage.factory import open_store
 
 if TYPE_CHECKING:
-    from core.portfolio import Portfolio
+    from core.trading.account import Account
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,17 @@ class Runtime:
     flow parameters to JSON (jsonable_encoder); a dataclass would be walked and copied deep, ledger
     included, on every task call. A slotted object is opaque to both (stored as "<Runtime>")."""
 
-    __slots__ = ("settings", "store", "alerter", "scorer", "_portfolio", "_owns_store", "_gate")
+    __slots__ = ("_account", "_gate", "_owns_store", "alerter", "scorer", "settings", "store")
 
     def __init__(
-        self, settings: Settings, store: CandleStore, alerter: SlackAlerter, scorer: Scorer | None = None,
+        self, settings: Settings, store: Store, alerter: SlackAlerter, scorer: Scorer | None = None,
         *, owns_store: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
         self.alerter = alerter
         self.scorer = scorer
-        self._portfolio: Portfolio | None = None
+        self._account: Account | None = None
         self._owns_store = owns_store
         self._gate: Any = None
 
@@ -58,20 +58,21 @@ class Runtime:
         return self._gate
 
     @property
-    def portfolio(self) -> Portfolio:
-        """The ledger, loaded from the store once (Portfolio.load resubmits stored intents)."""
-        if self._portfolio is None:
-            from core.portfolio import Portfolio
+    def account(self) -> Account:
+        """The book, loaded from the store once (Account.load resubmits stored intents), with the driver
+        of settings.execution.mode: paper (simulated) or live (build_venue refuses live unless
+        mode=live AND confirm_live=true; then the orders go to Hummingbot)."""
+        if self._account is None:
+            from core.trading.account import Account, build_driver
             from core.venues.factory import build_venue
 
-            # Paper: the PaperVenue fills the ledger's orders. Live: build_venue refuses unless
-            # mode=live AND confirm_live=true, then the ledger's orders go to Hummingbot (core.live_book).
-            self._portfolio = Portfolio.load(self.store, self.settings, build_venue(self.settings, self.store))
-        return self._portfolio
+            driver = build_driver(self.settings, build_venue(self.settings, self.store))
+            self._account = Account.load(self.store, self.settings, driver)
+        return self._account
 
-    def drop_portfolio(self) -> None:
-        """Forget the loaded ledger (after the store's ledger was reset); the next use reloads it."""
-        self._portfolio = None
+    def drop_account(self) -> None:
+        """Forget the loaded book (after the store's book was reset); the next use reloads it."""
+        self._account = None
 
     def get_scorer(self) -> Scorer:
         """The champion models when models/ is importable (rule-only defaults per strategy without a
@@ -93,7 +94,7 @@ class Runtime:
     def __enter__(self) -> Runtime:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -139,7 +140,7 @@ class SharedDuckDBStore:
 def open_runtime(
     settings: Settings | None = None,
     *,
-    store: CandleStore | None = None,
+    store: Store | None = None,
     scorer: Scorer | None = None,
     shared: bool = False,
 ) -> Runtime:

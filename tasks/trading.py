@@ -1,8 +1,7 @@
-"""Trading tasks: detect -> score -> regime -> decide -> size -> submit, and position management.
-
-Thin wraps of core: detection is core.strategies.registry.scan_latest, scoring the runtime's Scorer
-(champion models, rule-only defaults without one), decisions core.manager.StrategyManager, positions
-and orders core.portfolio.Portfolio (intent stored before the venue sees it; idempotent per signal).
+"""Trading tasks: each wraps one core.trading call and adds what orchestration owns (retries, logs,
+alerts). The scan: detect (core.trading.universe) -> regime (core.trading.regime_state) -> plan
+(core.trading.scan.plan_scan: score, decide, size, orders built once) -> record the regime (alert on a
+change) -> submit (core.trading.account.Account.execute). Management: core.trading.manage.manage.
 """
 
 from __future__ import annotations
@@ -16,129 +15,93 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.alerts import AlertKind
-from core.domain import Decision, Regime, Scores, Signal, timeframe_duration
-from core.errors import TemporaryVenueError
-from core.live_book import is_live
-from core.manager import ManagerResult, StrategyManager
-from core.positions import Bar, Exited, Filled, open_position
-from core.risk import Holding, PortfolioView
+from core.domain import Regime, Signal
+from core.errors import StoreError
+from core.trading.scan import ScanPlan
+from core.trading.universe import ScanUniverse
 from tasks.runtime import Runtime
 
-COMPUTE = dict(retries=1, retry_delay_seconds=1, cache_policy=NO_CACHE)
-IO_RETRIES = dict(retries=3, retry_delay_seconds=[1, 5, 15], cache_policy=NO_CACHE)
-REGIME_KIND = "regime_state"
 
-
-def _only_temporary(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry an order submission only on errors that are safe to retry (timeouts, 5xx, 429): the
-    intent is already stored and submit is idempotent by client_order_id, so a retry never doubles."""
+def _store_errors_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a run that touches the venue only for store errors: the venue adapter already retried its
+    own temporary errors (core.retry), so a Prefect retry on top would multiply them."""
     try:
         state.result()
-    except TemporaryVenueError:
+    except StoreError:
         return True
-    except Exception:  # noqa: BLE001 - anything else needs a person, not a retry
+    except Exception:  # noqa: BLE001 - venue and data errors are not retried here
         return False
     return False
 
 
+COMPUTE: dict[str, Any] = {"retries": 1, "retry_delay_seconds": 1, "cache_policy": NO_CACHE}
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [1, 5, 15], "cache_policy": NO_CACHE}
+VENUE_IO: dict[str, Any] = {**IO_RETRIES, "retry_condition_fn": _store_errors_only}
+
+
+@task(name="scan_universe", cache_policy=NO_CACHE)
+def scan_universe(rt: Runtime, symbols: list[str] | None) -> ScanUniverse:
+    """The traded coins, the regime's market coins and how many bars the scan loads."""
+    from core.trading.universe import scan_universe as universe
+
+    return universe(rt.settings, symbols)
+
+
 @task(name="detect_signals", **COMPUTE)
-def detect_signals(rt: Runtime, bars: pl.DataFrame, passed: list[str], now: datetime) -> list[Signal]:
-    """Signals on each gate-passed symbol's last CLOSED bar; a signal already decided in an earlier
-    scan (the 5-minute schedule sees the same hourly bar 12 times) is not decided again."""
-    from core.strategies.registry import scan_latest
+def detect_signals(rt: Runtime, bars: pl.DataFrame, passed: list[str]) -> list[Signal]:
+    """Signals on each gate-passed symbol's last loaded (closed) bar."""
+    from core.trading.universe import detect_latest
 
-    ok = bars.filter(pl.col("symbol").is_in(passed))
-    if ok.is_empty():
-        return []
-    tf = timeframe_duration(rt.settings.data.detection_timeframe)
-    decided = rt.portfolio.decisions
-    return [s for s in scan_latest(ok, rt.settings) if s.ts + tf <= now and s.signal_id not in decided]
-
-
-@task(name="score_signals", **COMPUTE)
-def score_signals(rt: Runtime, signals: list[Signal], bars: pl.DataFrame) -> list[Scores]:
-    """One batch through the scorer (the champion per strategy; rule-only defaults where none)."""
-    if not signals:
-        return []
-    scorer = rt.get_scorer()
-    observe = getattr(scorer, "observe_bars", None)
-    if observe is not None:
-        observe(bars)  # coin/market context features at the scan's last bars
-    return scorer.score(signals)
+    return detect_latest(bars, passed, rt.settings)
 
 
 @task(name="assess_regime", **COMPUTE)
 def assess_regime(rt: Runtime, market_bars: pl.DataFrame, now: datetime) -> tuple[Regime, str]:
-    """The circuit breaker as of `now`; a change from the last stored regime is logged and alerted."""
-    from core.regime import regime_at, regime_frame
+    """The circuit breaker as of `now`."""
+    from core.trading.regime_state import regime_reading
 
-    regime, reason = regime_at(regime_frame(market_bars, rt.settings), now) if market_bars.height else (Regime.NORMAL, "no market bars")
-    previous = dict(rt.store.get_records(REGIME_KIND)).get("current")
-    if previous is None or previous.get("regime") != regime.value:
-        was = previous.get("regime") if previous else "none"
-        get_run_logger().warning("regime change %s -> %s: %s", was, regime.value, reason)
-        rt.alerter.send(AlertKind.REGIME_CHANGE, f"regime {was} -> {regime.value}", [reason])
-        rt.store.put_records(REGIME_KIND, [("current", {"regime": regime.value, "reason": reason, "since": now.isoformat()})])
-    return regime, reason
+    return regime_reading(market_bars, rt.settings, now)
 
 
-def portfolio_view(rt: Runtime, marks: dict[str, float]) -> PortfolioView:
-    """What risk and sizing see: equity at the marks and every open or pending position's notional."""
-    pf = rt.portfolio
-    m = {**pf.marks, **marks}
-    holdings = [
-        Holding(p.symbol, p.strategy, p.quantity * m.get(p.symbol, p.avg_price) + p.resting_notional, p.quantity == 0)
-        for p in pf.open_positions()
-    ]
-    return PortfolioView(pf.equity(m), holdings)
+@task(name="plan_scan", **COMPUTE)
+def plan_scan(rt: Runtime, signals: list[Signal], bars: pl.DataFrame, regime: tuple[Regime, str], now: datetime) -> ScanPlan:
+    """core.trading.scan.plan_scan with this runtime's scorer, book (valued at the scan's last closes)
+    and the stored regime state."""
+    from core.scoring import ObservesBars
+    from core.trading.regime_state import load_regime_state
+    from core.trading.scan import plan_scan as plan
+    from core.trading.universe import latest_marks
+
+    scorer = rt.get_scorer()
+    if signals and isinstance(scorer, ObservesBars):
+        scorer.observe_bars(bars)  # coin/market context features at the scan's last bars
+    book = rt.account.book
+    return plan(signals, book.view(latest_marks(bars)), book.decisions, regime, load_regime_state(rt.store),
+                scorer, rt.settings, now)
 
 
-@task(name="decide", **COMPUTE)
-def decide(
-    rt: Runtime, signals: list[Signal], scores: list[Scores], regime: Regime, marks: dict[str, float], now: datetime
-) -> ManagerResult:
-    """The manager's decisions (taken or skipped, each with its reason) and the sized entries."""
-    return StrategyManager(rt.settings).decide(signals, scores, portfolio_view(rt, marks), regime, now)
+@task(name="record_regime", **IO_RETRIES)
+def record_regime(rt: Runtime, plan: ScanPlan) -> bool:
+    """Store the regime when it changed, and alert (the plan says whether it changed)."""
+    from core.trading.regime_state import save_regime_state
+
+    if not plan.regime_changed:
+        return False
+    was = plan.previous_regime.value if plan.previous_regime else "none"
+    now = plan.regime.regime.value
+    get_run_logger().warning("regime change %s -> %s: %s", was, now, plan.regime.reason)
+    rt.alerter.send(AlertKind.REGIME_CHANGE, f"regime {was} -> {now}", [plan.regime.reason])
+    save_regime_state(rt.store, plan.regime)
+    return True
 
 
-@dataclass
-class OrderPlan:
-    decisions: list[Decision]
-    entries: list[Any]  # core.manager.Entry
-    orders: list[dict[str, Any]] = field(default_factory=list)  # the planned entry orders, for the artifact
-
-
-@task(name="size_orders", **COMPUTE)
-def size_orders(rt: Runtime, result: ManagerResult) -> OrderPlan:
-    """Turn each taken entry into its entry orders (a DCA grid of limit buys, or one market buy) with
-    core.positions.open_position, so the artifact shows exactly what submit_orders will place."""
-    orders = []
-    for e in result.entries:
-        pos = open_position(e.signal, e.scores, e.notional, rt.settings, position_id=f"pos:{e.signal.signal_id}")
-        for lv in pos.entry_levels:
-            orders.append({
-                "client_order_id": lv.client_order_id, "symbol": pos.symbol, "strategy": pos.strategy.value,
-                "type": pos.entry_type.value, "price": round(lv.price, 8), "quantity": lv.quantity,
-                "notional": round(lv.price * lv.quantity, 2),
-                "expires": pos.expiry_ts.isoformat() if pos.expiry_ts else None,
-            })
-    return OrderPlan(result.decisions, result.entries, orders)
-
-
-@task(name="submit_orders", retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=_only_temporary, cache_policy=NO_CACHE)
-def submit_orders(rt: Runtime, plan: OrderPlan) -> list[str]:
-    """Store every decision, then open the taken positions: Portfolio.open writes the order intents
-    with our ids BEFORE the venue sees them and is idempotent per signal, so a retry never doubles."""
-    pf = rt.portfolio
-    taken = {d.signal_id: d for d in plan.decisions if d.taken}
-    for d in plan.decisions:
-        if not d.taken and d.signal_id not in pf.decisions:
-            pf.record_decision(d)
-    opened = []
-    for e in plan.entries:
-        pos = pf.open(e.signal, e.scores, e.notional, taken.get(e.signal.signal_id))
-        opened.append(pos.position_id)
-    return opened
+# No Prefect retries: the venue retries its temporary errors itself (core.retry), and a retry here would
+# run on top of those. The intents are stored before the venue sees them, and submit is idempotent per
+# client_order_id, so the next scan (or manage_positions' resubmit) sends what a failure left pending.
+@task(name="submit_orders", cache_policy=NO_CACHE)
+def submit_orders(rt: Runtime, plan: ScanPlan) -> list[str]:
+    """Store the scan's skipped decisions, then open the taken entries with the orders the plan built."""
+    return rt.account.execute(plan.skipped, plan.entries)
 
 
 @dataclass
@@ -150,95 +113,87 @@ class ManageSummary:
     equity: float = 0.0
 
 
-@task(name="manage_positions", **IO_RETRIES)
+@task(name="manage_positions", **VENUE_IO)
 def manage_positions(rt: Runtime, now: datetime, timeframe: str | None = None) -> ManageSummary:
-    """Apply every closed bar since each open position last saw one: resting grid levels fill or expire
-    (24h), stops/TP/trailing/max hold/range break exit. Portfolio.on_bar skips bars already applied,
-    so running this every minute, or again after a crash, applies each bar once."""
-    pf = rt.portfolio
-    s = rt.settings
-    tf = timeframe or s.data.detection_timeframe
-    dur = timeframe_duration(tf)
-    bar_duration = None if tf == s.data.detection_timeframe else dur
-    out = ManageSummary()
-    if is_live(pf):
-        return _manage_live(rt, now, tf, dur, bar_duration, out)
-    active = pf.open_positions()
-    if active:
-        bars = _closed_bars(rt, active, tf, dur, now)
-        for sym, o, h, lo, c, ts in bars.select("symbol", "open", "high", "low", "close", "ts").iter_rows():
-            events = pf.on_bar(sym, Bar(ts, o, h, lo, c, bar_duration))
-            out.bars_applied += 1
-            for ev in events:
-                if isinstance(ev, Filled):
-                    out.fills += 1
-                    rt.alerter.send(AlertKind.FILL, f"{sym} filled {ev.quantity:.6g} @ {ev.price:.6g}")
-                elif isinstance(ev, Exited):
-                    out.exits.append(f"{sym} {ev.reason.value} @ {ev.price:.6g}")
-                    rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) @ {ev.price:.6g}")
-    return _summarise(pf, out, "managed positions")
+    """Apply every closed bar since each open position last saw one (core.trading.manage.manage: the
+    account's driver, simulated or live), then alert on fills and exits."""
+    from core.backtest.session import store_reader
+    from core.trading.manage import manage
 
-
-def _summarise(pf: Any, out: ManageSummary, what: str) -> ManageSummary:
-    out.open_positions = len(pf.open_positions())
-    out.equity = pf.equity()
-    get_run_logger().info(
-        "%s: %d bars, %d fills, exits %s, %d open, equity %.2f",
-        what, out.bars_applied, out.fills, out.exits, out.open_positions, out.equity,
+    out = manage(rt.account, store_reader(rt.store), now, timeframe)
+    for sym, ev in out.fills:
+        rt.alerter.send(AlertKind.FILL, f"{sym} filled {ev.quantity:.6g} @ {ev.price:.6g} ({ev.client_order_id})")
+    for sym, ev in out.exits:
+        rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) @ {ev.price:.6g}".strip())
+    for sym, ev in out.exits_sent:
+        rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) sent to {rt.account.venue.name}")
+    summary = ManageSummary(
+        bars_applied=out.bars_applied, fills=len(out.fills),
+        exits=[f"{sym} {ev.reason.value} @ {ev.price:.6g}".strip() for sym, ev in out.exits],
+        open_positions=out.open_positions, equity=out.equity,
     )
-    return out
+    get_run_logger().info(
+        "managed %s positions: %d bars, %d fills, exits %s, %d open, equity %.2f", rt.account.mode.value,
+        summary.bars_applied, summary.fills, summary.exits, summary.open_positions, summary.equity,
+    )
+    return summary
 
 
-def _closed_bars(rt: Runtime, active: list[Any], tf: str, dur: Any, now: datetime) -> pl.DataFrame:
-    since = min((p.last_bar_ts + dur) if p.last_bar_ts else p.created_ts for p in active)
-    symbols = sorted({p.symbol for p in active})
-    return rt.store.read_many(symbols, tf, since, now).filter(pl.col("ts") + dur <= now)  # closed bars only
-
-
-def _manage_live(rt: Runtime, now: datetime, tf: str, dur: Any, bar_duration: Any, out: ManageSummary) -> ManageSummary:
-    """Live book: resend unacknowledged intents, book the venue's fills, apply the closed bars (expiry
-    cancels and exit decisions sent to the venue), then book the fills those exits got."""
-    from core.live_book import apply_bar_live, apply_venue_fills
-
-    pf = rt.portfolio
-    pf.resubmit_pending()
-    events = apply_venue_fills(pf, pf.venue.fills_since())
-    active = pf.open_positions()
-    if active:
-        bars = _closed_bars(rt, active, tf, dur, now)
-        for sym, o, h, lo, c, ts in bars.select("symbol", "open", "high", "low", "close", "ts").iter_rows():
-            sent = apply_bar_live(pf, sym, Bar(ts, o, h, lo, c, bar_duration))
-            out.bars_applied += 1
-            for ev in sent:
-                if isinstance(ev, Exited):
-                    rt.alerter.send(AlertKind.EXIT, f"{sym} exit ({ev.reason.value}) sent to {pf.venue.name}")
-        if out.bars_applied:
-            events += apply_venue_fills(pf, pf.venue.fills_since())
-    for ev in events:
-        if isinstance(ev, Filled):
-            out.fills += 1
-            rt.alerter.send(AlertKind.FILL, f"filled {ev.quantity:.6g} @ {ev.price:.6g} ({ev.client_order_id})")
-        elif isinstance(ev, Exited):
-            out.exits.append(f"{ev.reason.value} @ {ev.price:.6g}")
-    return _summarise(pf, out, "managed live positions")
-
-
-@task(name="reconcile_orders", **IO_RETRIES)
+@task(name="reconcile_orders", **VENUE_IO)
 def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None) -> dict[str, Any]:
     """Bring the order journal in line with the venue before trading on (core.reconcile; read-only at
     the venue: it adopts orders placed but never recorded and never places one). In paper mode the
-    ledger is the venue's state: Portfolio.load already resubmitted stored intents idempotently."""
+    book is the venue's state: Account.load already resubmitted stored intents idempotently."""
+    from core.trading.driver import Mode
+
     s = rt.settings
-    if venue is None and s.execution.mode != "live":
-        pf = rt.portfolio
-        return {"mode": "paper", "open_orders": len(pf.venue.open_orders()), "clean": True}
+    if venue is None and s.execution.mode != Mode.LIVE:
+        return {"mode": "paper", "open_orders": len(rt.account.venue.open_orders()), "clean": True}
     from core.reconcile import reconcile
+    from core.venues.base import JournalledVenue
     from core.venues.factory import build_venue
     from core.venues.order_journal import OrderJournal
 
-    venue = venue or (rt.portfolio.venue if is_live(rt.portfolio) else build_venue(s, rt.store))
-    journal = getattr(venue, "journal", None) or OrderJournal(rt.store)
+    venue = venue or (rt.account.venue if rt.account.mode is Mode.LIVE else build_venue(s, rt.store))
+    journal = venue.journal if isinstance(venue, JournalledVenue) else OrderJournal(rt.store)
     report = reconcile(venue, journal, now=now)
     logger = get_run_logger()
     (logger.info if report.clean else logger.warning)("reconciliation: %s", report.summary())
     return {"mode": s.execution.mode, "clean": report.clean, "summary": report.summary(), "report": report}
+
+
+@task(name="reset_paper_book", cache_policy=NO_CACHE)
+def reset_paper_book(rt: Runtime) -> int:
+    """The replay re-trades history: an earlier replay's paper book (and regime state) goes first."""
+    from core.errors import ConfigError
+    from core.trading.driver import Mode
+    from core.trading.journal import reset_journal
+    from core.trading.regime_state import reset_regime_state
+
+    if rt.settings.execution.mode != Mode.PAPER:  # replaying history must never reach a real venue
+        raise ConfigError("the offline session replays history on the paper book only; set execution.mode=paper")
+    removed = reset_journal(rt.store) + reset_regime_state(rt.store)
+    rt.drop_account()
+    return removed
+
+
+@task(name="paper_summary", cache_policy=NO_CACHE)
+def paper_summary(rt: Runtime, start: datetime, end: datetime, steps: int, seconds: float) -> dict[str, Any]:
+    """The paper replay's book, for the main job's report (skips counted by reason code)."""
+    from core.manager import skips_by_code
+
+    book = rt.account.book
+    decisions = list(book.decisions.values())
+    return {
+        "window": f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC",
+        "scan flow runs": steps,
+        "decisions": len(decisions),
+        "taken": sum(d.taken for d in decisions),
+        "skips by code": skips_by_code(decisions),
+        "closed trades": len(book.trades),
+        "open positions": len(book.open_positions()),
+        "realised P&L": round(book.realised_pnl, 2),
+        "fees": round(book.fees_paid, 2),
+        "equity": round(book.equity(), 2),
+        "replay seconds": round(seconds, 1),
+    }

@@ -11,6 +11,7 @@ from polars.testing import assert_frame_equal
 
 from core.backtest.engine import run_backtest
 from core.backtest.report import ARTIFACTS, build_report, write_report
+from core.domain import ReasonCode
 from core.settings import load_settings
 
 SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "AVAX", "LINK"]
@@ -92,7 +93,8 @@ def test_run_backtest_when_panic_bar_then_no_entry_taken(result) -> None:
     panic = result.decisions.filter(pl.col("regime") == "PANIC")
     assert panic.height > 0
     assert not panic["taken"].any()
-    assert panic["reason"].str.starts_with("regime PANIC: no new entries").all()
+    assert (panic["reason"] == "regime_no_entries").all()  # core.domain.ReasonCode, counted by the report
+    assert panic["detail"].str.starts_with("regime PANIC: no new entries").all()
 
 
 def test_run_backtest_when_window_empty_then_clear_error(bars) -> None:
@@ -112,6 +114,11 @@ def test_write_report_when_run_then_every_artifact_written_and_readable(result, 
     assert "rvol_24h" in json.loads(decisions["features"][0])  # features at the signal bar, for learning
     summary = json.loads((report.directory / "summary.json").read_text())
     assert summary["trades"] == 97 and summary["scoring"] == "rule-only defaults (no champion model)"
+    skipped = result.decisions.filter(~pl.col("taken"))
+    assert summary["skips_by_code"] == dict(sorted(
+        skipped.group_by("reason").len().iter_rows(), key=lambda kv: (-kv[1], kv[0])))  # counted by code
+    assert sum(summary["skips_by_code"].values()) == skipped.height > 0
+    assert set(summary["skips_by_code"]) <= {c.value for c in ReasonCode} - {"taken"}
     page = (report.directory / "report.html").read_text()
     assert "data:image/png;base64," in page and "<h2>Per coin</h2>" in page
     assert (report.directory / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -122,21 +129,21 @@ def test_write_report_when_run_then_every_artifact_written_and_readable(result, 
 
 
 def test_run_backtest_when_paper_ledger_and_venue_execute_then_same_trades_as_fast_path(bars, real_candles, tmp_path) -> None:
-    # The paper-trading path (Portfolio ledger in a real DuckDB store + PaperVenue orders) against the
+    # The paper-trading path (the paper account's book in a real DuckDB store + PaperVenue orders) against the
     # in-memory path on the same two weeks: identical trades and cash until the data ends (where the fast
     # path marks positions out and the ledger keeps them open).
+
     from core.backtest.execution import LedgerExecution
-    from core.portfolio import Portfolio
     from core.storage.duckdb_store import DuckDBStore
-    from core.venues.paper import PaperVenue
+    from core.trading.account import paper_account
 
     window = bars.filter(pl.col("ts") < datetime(2024, 1, 15, tzinfo=UTC))
     fine = real_candles("5m", SYMBOLS, START, datetime(2024, 1, 15, tzinfo=UTC))
     fast = run_backtest(window, S, start=START, exit_bars=fine)
     store = DuckDBStore(tmp_path / "paper.duckdb")
     store.init_schema()
-    portfolio = Portfolio(store, S, PaperVenue(S))
-    ledger = run_backtest(window, S, start=START, exit_bars=fine, execution=LedgerExecution(portfolio))
+    account = paper_account(store, S)
+    ledger = run_backtest(window, S, start=START, exit_bars=fine, execution=LedgerExecution(account))
     cols = ["position_id", "entry_ts", "exit_ts", "entry_price", "exit_price", "quantity", "fees", "net_pnl", "exit_reason"]
     assert ledger.trades.height > 5
     assert_frame_equal(fast.trades.filter(pl.col("exit_reason") != "end_of_data").select(cols), ledger.trades.select(cols))
@@ -145,7 +152,7 @@ def test_run_backtest_when_paper_ledger_and_venue_execute_then_same_trades_as_fa
     stored = dict(store.get_records("decision"))
     assert len(stored) == ledger.decisions.height
     assert {d["reason"] for d in stored.values()} == set(ledger.decisions["reason"])
-    assert portfolio.venue.get_order(ledger.fills["client_order_id"][0]) is not None
+    assert account.venue.get_order(ledger.fills["client_order_id"][0]) is not None
     store.close()
 
 
@@ -160,6 +167,7 @@ def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_gu
     bt = runner.invoke(app, ["backtest", "--source", "files", "--symbols", "BTC,ETH", "--start", "2024-01-01", "--end", "2024-02-01"])
     assert bt.exit_code == 0, bt.output
     assert "rule-only defaults (no champion model)" in bt.output and "per strategy" in bt.output
+    assert "skips by code" in bt.output  # the report counts skipped signals per ReasonCode
     [run_dir] = (tmp_path / "reports").iterdir()
     assert run_dir.name.startswith("backtest-1h-20240101-20240201-2sym")
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(ARTIFACTS)
@@ -178,8 +186,8 @@ def test_cli_backtest_and_paper_when_run_then_report_printed_and_paper_ledger_gu
 
 def test_run_main_job_when_run_twice_then_fresh_paper_book_and_identical_report(tmp_path) -> None:
     from core.backtest.session import run_main_job
-    from core.portfolio import JOURNAL
     from core.storage.duckdb_store import DuckDBStore
+    from core.trading.journal import JOURNAL
 
     settings = load_settings(data={"var_dir": tmp_path, "symbols": ["BTC", "ETH"]})
     store = DuckDBStore(settings.duckdb_path)

@@ -99,20 +99,20 @@ def test_live_flows_when_confirmed_then_entries_fill_at_venue_and_exit_closes_tr
     rt = _runtime(settings, store)
     # Act 1: the scan at 19:00 submits the entries to the venue (market buys fill there at the mark).
     scan = scan_and_trade(now=NOW, runtime=rt)
-    pf = rt.portfolio
+    pf = rt.account
     assert scan.opened, "the window must open positions"
-    entries = [o for o in pf.orders.values() if o.purpose == "entry"]
+    entries = [o for o in pf.book.orders.values() if o.purpose == "entry"]
     buys = _orders(hb, "BUY")
     hb.state.settle()  # the exchange's side of the last order lands after its acknowledgement
     assert len(buys) == len(entries) == len(hb.state.trades)  # each entry arrived once
     assert {o.venue_order_id for o in entries} == {b["order_id"] for b in buys}
-    assert not pf.fills  # the ledger books nothing until the venue reports it
+    assert not pf.book.fills  # the ledger books nothing until the venue reports it
     # Act 2: the 19:00 bar closes; manage-positions reconciles, pulls the venue's fills, applies the bar.
     store.upsert_candles(bars.filter(pl.col("ts") == NOW))
     first = manage_positions_flow(now=NOW + timedelta(hours=1), runtime=rt)
     assert first.fills == len(entries)
     for o in entries:
-        pos = pf.positions[o.position_id]
+        pos = pf.book.positions[o.position_id]
         trade = next(t for t in hb.state.trades if t["order_id"] == o.venue_order_id)
         assert pos.quantity == pytest.approx(trade["amount"]) and pos.avg_price == pytest.approx(trade["price"])
         assert pos.entry_fees == pytest.approx(trade["price"] * trade["amount"] * TAKER_FEE)
@@ -126,11 +126,11 @@ def test_live_flows_when_confirmed_then_entries_fill_at_venue_and_exit_closes_tr
     third = manage_positions_flow(now=LATER + timedelta(minutes=1), runtime=rt)
     # Assert: one SELL per closed trade, of the held quantity; P&L and fees from the venue's fills.
     sells = _orders(hb, "SELL")
-    assert pf.trades and len(second.exits) == len(pf.trades) == len(sells) and third.exits == []
-    for t in pf.trades.values():
-        pos = pf.positions[t.position_id]
-        sell = next(s for s in sells if s["order_id"] == pf.orders[f"{t.position_id}:x"].venue_order_id)
-        buy = next(b for b in buys if b["order_id"] == pf.orders[f"{t.position_id}:e0"].venue_order_id)
+    assert pf.book.trades and len(second.exits) == len(pf.book.trades) == len(sells) and third.exits == []
+    for t in pf.book.trades.values():
+        pos = pf.book.positions[t.position_id]
+        sell = next(s for s in sells if s["order_id"] == pf.book.orders[f"{t.position_id}:x"].venue_order_id)
+        buy = next(b for b in buys if b["order_id"] == pf.book.orders[f"{t.position_id}:e0"].venue_order_id)
         assert sell["amount"] == pytest.approx(buy["amount"]) and sell["order_type"] == "MARKET"
         entry_px, exit_px = _trade_price(hb, buy["order_id"]), _trade_price(hb, sell["order_id"])
         assert exit_px == hb.state.marks[f"{t.symbol}-USD"]
@@ -138,31 +138,40 @@ def test_live_flows_when_confirmed_then_entries_fill_at_venue_and_exit_closes_tr
         gross = (exit_px - entry_px) * buy["amount"]
         assert t.fees == pytest.approx(fees) and t.net_pnl == pytest.approx(gross - fees)
         assert t.exit_ts == LATER and pos.status == "closed" and t.exit_reason.value != "end_of_data"
-    assert pf.cash == pytest.approx(hb.state.balances["USD"] - 10_000.0 + settings.risk.capital)
-    assert pf.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.trades.values()))
+    assert pf.book.cash == pytest.approx(hb.state.balances["USD"] - 10_000.0 + settings.risk.capital)
+    assert pf.book.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.book.trades.values()))
 
 
-def test_live_scan_when_send_times_out_and_task_retries_then_order_not_doubled(
+def test_live_scan_when_send_times_out_then_no_task_retry_and_next_run_resends_without_doubling(
     prefect_harness: str, hb: HummingbotTestServer, store: DuckDBStore, tmp_path: Path
 ) -> None:
+    from core.domain import OrderStatus
     from flows.scan_and_trade import scan_and_trade
 
     # Arrange: the first order is placed but its answer times out, and the search that would find it
-    # fails too: the venue gives up (TemporaryVenueError) and the submit_orders task is retried.
+    # fails too: the venue gives up (TemporaryVenueError; it retries temporary errors itself, here 0 times).
     settings = _settings(hb, tmp_path, mode="live", confirm_live=True, max_retries=0)
     hb.state.fail_next("place", "timeout_after_place")
     hb.state.fail_next("search", "500_before")
     rt = _runtime(settings, store)
-    # Act
+    # Act 1
     state = scan_and_trade(now=NOW, runtime=rt, return_state=True)
-    # Assert: completed after a retry of submit_orders; every entry reached the venue exactly once.
-    assert state.is_completed()
+    # Assert 1: submit_orders ran once (no Prefect retry on top of the venue's own); the intent is stored.
+    assert state.is_failed()
     submit = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("submit_orders")]
-    assert len(submit) == 1 and submit[0].run_count == 2
-    entries = [o for o in rt.portfolio.orders.values() if o.purpose == "entry"]
+    assert len(submit) == 1 and submit[0].run_count == 1
+    pending = [o for o in rt.account.book.orders.values() if o.status is OrderStatus.PENDING]
+    assert pending and hb.state.place_requests == 1
+    # Act 2: the next scan run (5 minutes later) manages first: the live driver resends the pending intent
+    # (the venue searches before placing: found, not placed again); the entries not opened yet open now.
+    again = scan_and_trade(now=NOW + timedelta(minutes=5), manage=True, runtime=rt, return_state=True)
+    # Assert 2: every entry reached the venue exactly once.
+    assert again.is_completed()
+    entries = [o for o in rt.account.book.orders.values() if o.purpose == "entry"]
     buys = _orders(hb, "BUY")
     assert entries and len(buys) == len(entries) == hb.state.place_requests
     assert sorted(o.venue_order_id for o in entries) == sorted(b["order_id"] for b in buys)
+    assert not [o for o in entries if o.status is OrderStatus.PENDING]
 
 
 def test_live_scan_when_confirm_live_missing_then_refuses_and_sends_nothing(
@@ -203,6 +212,7 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
     level 0 fills whole, level 1 fills 0.0004 BTC and is cancelled at expiry with level 2, the
     take-profit fires and one market SELL of the held 0.00106666 BTC closes the trade. Hand-checked."""
     from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
+    from core.trading.entries import plan_entry
     from flows.manage_positions import manage_positions_flow
 
     t = datetime(2026, 4, 16, 19, tzinfo=UTC)  # the signal bar; orders rest from its close at 20:00
@@ -216,14 +226,14 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
         store.init_schema()
         store.upsert_candles(_btc_bars(t, quiet + surge))
         rt = _runtime(settings, store)
-        pf = rt.portfolio
+        pf = rt.account
         plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
                          take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
                          entry_expiry=timedelta(hours=24))
         sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
-        pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08,
-                                  hold=timedelta(hours=72)), 120.0)
-        e = [pf.orders[f"{pos.position_id}:e{i}"] for i in range(3)]
+        scores = Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08, hold=timedelta(hours=72))
+        pos = pf.open(plan_entry(sig, scores, 120.0, settings))
+        e = [pf.book.orders[f"{pos.position_id}:e{i}"] for i in range(3)]
         # Kraken's grid: 40/60000.04, 40/59400.06, 40/58800.09 floored to 1e-8; buy prices down to 0.1.
         assert [(o.quantity, o.price) for o in e] == [(0.00066666, 60_000.0), (0.00067339, 59_400.0),
                                                       (0.00068027, 58_800.0)]
@@ -244,13 +254,13 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
         clock.at = t + timedelta(hours=28, minutes=1)
         third = manage_positions_flow(now=t + timedelta(hours=28), runtime=rt)
         assert third.exits == ["take_profit @ 61900"]
-        (trade,) = pf.trades.values()
+        (trade,) = pf.book.trades.values()
         [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
         assert sell["amount"] == pytest.approx(qty, abs=1e-12) and sell["order_type"] == "MARKET"
         # 0.00106666 * 61,900 = 66.026254; fees 63.7596 * 0.25% = 0.159399 and 66.026254 * 0.4% = 0.264105016
         assert trade.fees == pytest.approx(0.159399 + 0.264105016, abs=1e-9)
         assert trade.net_pnl == pytest.approx(66.026254 - 63.7596 - 0.159399 - 0.264105016, abs=1e-9)
-        assert pf.cash == pytest.approx(settings.risk.capital + hb.state.balances["USD"] - 10_000.0)
+        assert pf.book.cash == pytest.approx(settings.risk.capital + hb.state.balances["USD"] - 10_000.0)
         assert hb.state.balances.get("BTC", 0.0) == pytest.approx(0.0, abs=1e-12)
         assert len(hb.state.orders_at_venue()) == 4  # three levels and one SELL: nothing doubled
         store.close()

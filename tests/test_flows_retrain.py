@@ -42,7 +42,7 @@ class _Echo:
 
 def test_historical_context_scorer_when_future_bars_removed_then_context_unchanged(real_candles) -> None:
     from core.domain import OrderType, Signal, StrategyName, TradePlan
-    from tasks.backtest import HistoricalContextScorer
+    from models.context_scorer import HistoricalContextScorer
 
     settings = load_settings(data={"symbols": SYMBOLS})
     bars = real_candles("1h", SYMBOLS, datetime(2021, 1, 1, tzinfo=UTC), datetime(2021, 4, 1, tzinfo=UTC))

@@ -54,16 +54,22 @@ def test_shared_store_when_file_stays_locked_then_store_error_after_the_wait(tmp
         holder.wait()
 
 
-def test_runtime_portfolio_when_live_mode_then_hummingbot_only_with_confirmation(tmp_path: Path) -> None:
+def test_runtime_account_when_live_mode_then_live_driver_on_hummingbot_only_with_confirmation(tmp_path: Path) -> None:
     from core.errors import ConfigError
     from core.settings import load_settings
+    from core.trading.driver import Mode
+    from core.trading.live import LiveDriver
+    from core.trading.simulated import SimulatedDriver
     from tasks.runtime import open_runtime
 
     settings = load_settings(data={"var_dir": tmp_path}, execution={"mode": "live", "confirm_live": True})
     with open_runtime(settings) as rt:
-        assert rt.portfolio.venue.name == "hummingbot"  # the ledger's orders go to the live venue
+        assert rt.account.venue.name == "hummingbot"  # the book's orders go to the live venue
+        assert isinstance(rt.account.driver, LiveDriver) and rt.account.mode is Mode.LIVE  # chosen by mode, not name
+    with open_runtime(load_settings(data={"var_dir": tmp_path / "paper"})) as rt:
+        assert isinstance(rt.account.driver, SimulatedDriver) and rt.account.mode is Mode.PAPER
     unconfirmed = settings.model_copy(
         update={"execution": settings.execution.model_copy(update={"confirm_live": False})}
     )
     with open_runtime(unconfirmed) as rt, pytest.raises(ConfigError, match="live trading refused"):
-        _ = rt.portfolio
+        _ = rt.account

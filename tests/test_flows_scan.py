@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from core.domain import ReasonCode
 from core.errors import StoreError
 from core.settings import Settings, load_settings
 from core.storage.duckdb_store import DuckDBStore
@@ -73,16 +74,21 @@ def test_scan_and_trade_when_real_candles_then_flow_run_decides_opens_and_publis
     # Assert: completed; every expected signal decided once, with a reason; taken ones opened with
     # their order intents in the store's ledger; artifacts published on this flow run.
     assert state.is_completed()
-    decided = {r.signal_id: r for r in rt.portfolio.decisions.values()}
+    decided = {r.signal_id: r for r in rt.account.book.decisions.values()}
     assert set(decided) == expected
-    assert all(d.reason for d in decided.values())
+    assert all(isinstance(d.reason, ReasonCode) and d.taken == (d.reason is ReasonCode.TAKEN) for d in decided.values())
     taken = [d for d in decided.values() if d.taken]
     assert taken and len(result.opened) == len(taken)
     stored_orders = dict(store.get_records("order"))
     assert {o["position_id"] for o in stored_orders.values()} == {f"pos:{d.signal_id}" for d in taken}
     assert {a.key for a in artifacts(state.state_details.flow_run_id)} >= {"scan-report", "scan-decisions"}
     names = {t.name.rsplit("-", 1)[0] for t in task_runs(state.state_details.flow_run_id)}
-    assert {"load_candles", "validate_candles", "detect_signals", "score_signals", "decide", "size_orders", "submit_orders"} <= names
+    assert {"load_candles", "validate_candles", "detect_signals", "assess_regime", "plan_scan", "record_regime",
+            "submit_orders"} <= names
+    # The scan report counts the skips by reason code (core.domain.ReasonCode), as the decisions say.
+    skipped = [d for d in decided.values() if not d.taken]
+    assert sum(result.skips_by_code.values()) == len(skipped)
+    assert set(result.skips_by_code) == {d.reason.value for d in skipped}
 
 
 def test_scan_and_trade_when_rerun_on_same_bar_then_no_second_decision_or_order(
@@ -119,8 +125,8 @@ def test_scan_and_trade_when_defective_candles_for_one_symbol_then_only_that_sym
     # Assert: DOGE failed the gate and was left out; the others were decided as usual; the failure is
     # stored and visible on the flow run as an artifact.
     assert result.gate_failed == ["DOGE"]
-    assert set(rt.portfolio.decisions) == expected
-    assert not any(":DOGE:" in sid for sid in rt.portfolio.decisions)
+    assert set(rt.account.book.decisions) == expected
+    assert not any(":DOGE:" in sid for sid in rt.account.book.decisions)
     gate = [p for _, p in fresh.get_records("gate_result") if p["symbol"] == "DOGE"]
     assert gate and not gate[-1]["passed"]
     assert "data-gate-failures" in {a.key for a in artifacts(state.state_details.flow_run_id)}
@@ -174,3 +180,42 @@ def test_manage_positions_when_bars_close_after_scan_then_market_entries_fill_on
     fills = dict(store.get_records("fill"))
     assert first.fills == len(scan.opened) == len(fills)
     assert second.bars_applied == 0 and second.fills == 0
+
+
+class _FlakyReads(_FlakyStore):
+    """The real store, whose first read_many fails (store error) or raises a venue error (`exc`)."""
+
+    def __init__(self, inner: DuckDBStore, exc: Exception) -> None:
+        super().__init__(inner)
+        self.failures_left = 0
+        self.exc = exc
+
+    def read_many(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        if self.failures_left:
+            self.failures_left -= 1
+            raise self.exc
+        return self._inner.read_many(*args, **kwargs)
+
+
+def test_manage_positions_when_store_fails_then_retried_but_venue_error_is_not(
+    prefect_harness: str, settings: Settings, store, real_candles
+) -> None:
+    from core.errors import TemporaryVenueError
+    from flows.manage_positions import manage_positions_flow
+    from flows.scan_and_trade import scan_and_trade
+
+    # Arrange: positions open, the next hour's bars stored; the store's next read fails once.
+    flaky = _FlakyReads(store, StoreError("connection reset by peer (injected)"))
+    rt = _runtime(settings, flaky)
+    assert scan_and_trade(now=NOW, runtime=rt).opened
+    store.upsert_candles(real_candles("1h", SYMBOLS, NOW, NOW + timedelta(hours=1)))
+    flaky.failures_left = 1
+    # Act 1 / Assert 1: a store error is retried by Prefect and the run completes.
+    state = manage_positions_flow(now=NOW + timedelta(hours=1), runtime=rt, return_state=True)
+    runs = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("manage_positions")]
+    assert state.is_completed() and len(runs) == 1 and runs[0].run_count == 2
+    # Act 2 / Assert 2: a venue's temporary error (the adapter already retried it) is not retried on top.
+    flaky.exc, flaky.failures_left = TemporaryVenueError("venue busy (injected)"), 1
+    state = manage_positions_flow(now=NOW + timedelta(hours=2), runtime=rt, return_state=True)
+    runs = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("manage_positions")]
+    assert state.is_failed() and len(runs) == 1 and runs[0].run_count == 1

@@ -1,4 +1,4 @@
-"""core.live_book: the ledger driven by a live venue (HummingbotVenue over the local Hummingbot API
+"""core.trading.live: the book driven by a live venue (HummingbotVenue over the local Hummingbot API
 server, a real HTTP server), no Prefect. A DCA grid of three limit buys: two fill at the venue, the
 third is cancelled at the venue on expiry, the take-profit rule fires on a later bar and the market
 SELL's fill closes the trade. Numbers are hand-computed from the venue's prices and fees."""
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
-from core.live_book import apply_bar_live, apply_venue_fills
-from core.portfolio import Portfolio
 from core.positions import Bar, Exited, Expired, Filled
 from core.storage.duckdb_store import DuckDBStore
+from core.trading.account import Account
+from core.trading.entries import plan_entry
+from core.trading.live import LiveDriver, apply_bar_live, apply_venue_fills
 from core.venues.hummingbot import HummingbotVenue
 from core.venues.order_journal import OrderJournal
 from tests.hummingbot_server import (
@@ -68,11 +69,11 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
 ) -> None:
     settings = settings_for(hb, mode="live", confirm_live=True)
     venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
-    pf = Portfolio.load(store, settings, venue)
+    pf = Account.load(store, settings, LiveDriver(venue))
     sig = _signal()
     # Act 1: open -> three limit buys at the venue; level 0 (at the 40,000 mark) fills there at once,
     # level 1 when the market drops to 39,500.
-    pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.08, hold=timedelta(hours=72)), 300.0)
+    pos = pf.open(plan_entry(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.08, hold=timedelta(hours=72)), 300.0, settings))
     hb.state.set_mark(PAIR, 39_500.0)
     filled = apply_venue_fills(pf, venue.fills_since())
     # Assert 1: both fills booked once at the venue's prices and maker fees.
@@ -81,7 +82,7 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     assert pos.quantity == pytest.approx(q0 + q1)
     assert pos.avg_price == pytest.approx(200 / (q0 + q1))
     assert pos.fees == pytest.approx(200 * MAKER_FEE)
-    assert pf.cash == pytest.approx(pf.capital - 200 - 200 * MAKER_FEE)
+    assert pf.book.cash == pytest.approx(pf.book.capital - 200 - 200 * MAKER_FEE)
     assert apply_venue_fills(pf, venue.fills_since()) == []  # applied once
     # Act 2: the entry bar (the fill at 01:05 is inside it): no exit, nothing sent.
     assert apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=1), 39_900.0, 40_100.0, 39_500.0, 39_800.0)) == []
@@ -94,23 +95,23 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     # and fees are the venue's; the ledger's cash moved exactly as the venue's USD balance did.
     assert [type(e) for e in events] == [Expired, Exited] and events[1].reason is ExitReason.TAKE_PROFIT
     orders = {o["order_id"]: o for o in hb.state.orders_at_venue()}
-    level2 = orders[pf.orders[f"{pos.position_id}:e2"].venue_order_id]
+    level2 = orders[pf.book.orders[f"{pos.position_id}:e2"].venue_order_id]
     assert level2["status"] == "CANCELLED"
     sells = [o for o in orders.values() if o["trade_type"] == "SELL"]
     assert len(sells) == 1 and sells[0]["order_type"] == "MARKET" and sells[0]["amount"] == pytest.approx(q0 + q1)
-    (trade,) = pf.trades.values()
+    (trade,) = pf.book.trades.values()
     exit_fee = 41_900 * (q0 + q1) * TAKER_FEE
     assert [type(e) for e in closed] == [Exited] and trade.exit_reason is ExitReason.TAKE_PROFIT
     assert trade.exit_price == 41_900.0 and trade.exit_ts == clock.at
     assert trade.fees == pytest.approx(200 * MAKER_FEE + exit_fee)
     assert trade.net_pnl == pytest.approx(41_900 * (q0 + q1) - 200 - 200 * MAKER_FEE - exit_fee)
-    assert pf.cash == pytest.approx(pf.capital + hb.state.balances["USD"] - 10_000.0)
-    assert pf.realised_pnl == pytest.approx(trade.net_pnl) and pos.status == "closed"
+    assert pf.book.cash == pytest.approx(pf.book.capital + hb.state.balances["USD"] - 10_000.0)
+    assert pf.book.realised_pnl == pytest.approx(trade.net_pnl) and pos.status == "closed"
     # A rerun changes nothing; a restart rebuilds the same book and sends nothing.
     placed = hb.state.place_requests
     assert apply_venue_fills(pf, venue.fills_since()) == []
-    again = Portfolio.load(store, settings, HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None))
-    assert again.cash == pytest.approx(pf.cash) and again.trades == pf.trades
+    again = Account.load(store, settings, LiveDriver(HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)))
+    assert again.book.cash == pytest.approx(pf.book.cash) and again.book.trades == pf.book.trades
     assert hb.state.place_requests == placed
     venue.close()
 
@@ -125,18 +126,19 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     settings = settings_for(hb, mode="live", confirm_live=True)
     hb.state.marks[PAIR] = 60_000.0
     venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
-    pf = Portfolio.load(store, settings, venue)
+    pf = Account.load(store, settings, LiveDriver(venue))
     plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
                      stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
     sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=60_000.0, plan=plan)
-    pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72)), 80.0)
+    scores = Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72))
+    pos = pf.open(plan_entry(sig, scores, 80.0, settings))
 
     def lot(x: float) -> float:
         return float((Decimal(repr(x)) / Decimal("1e-8")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("1e-8"))
 
     q0, q1 = lot(40 / 60_000.04), lot(40 / 59_400.06)
     assert (q0, q1) == (0.00066666, 0.00067339)  # hand-checked: 0.000666666222.. and 0.000673399.. floored
-    e0, e1 = pf.orders[f"{pos.position_id}:e0"], pf.orders[f"{pos.position_id}:e1"]
+    e0, e1 = pf.book.orders[f"{pos.position_id}:e0"], pf.book.orders[f"{pos.position_id}:e1"]
     assert (e0.quantity, e0.price, e1.quantity, e1.price) == (q0, 60_000.0, q1, 59_400.0)  # buys rounded down
     # Level 0 crosses the 60,000 mark when created; level 1 fills 0.0003 of 0.00067339 while resting.
     hb.state.settle()
@@ -161,7 +163,7 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=26), 58_000.0, 58_100.0, 55_900.0, 56_000.0))
     assert [type(e) for e in events] == [Exited] and events[0].reason is ExitReason.STOP_LOSS
     closed = apply_venue_fills(pf, venue.fills_since())
-    (trade,) = pf.trades.values()
+    (trade,) = pf.book.trades.values()
     [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
     assert sell["amount"] == pytest.approx(qty, abs=1e-12) and sell["order_type"] == "MARKET"
     entry_fees, exit_fee = cost * MAKER_FEE, 56_000.0 * qty * TAKER_FEE
@@ -171,6 +173,6 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     # hand-checked: 0.00096666 BTC sold for 54.13296; cost 39.9996 + 17.82 = 57.8196; fees
     # 57.8196 * 0.25% = 0.144549 and 54.13296 * 0.4% = 0.21653184; net 54.13296 - 57.8196 - 0.36108084
     assert trade.net_pnl == pytest.approx(-4.04772084, abs=1e-8)
-    assert pf.cash == pytest.approx(pf.capital + hb.state.balances["USD"] - 10_000.0)
+    assert pf.book.cash == pytest.approx(pf.book.capital + hb.state.balances["USD"] - 10_000.0)
     assert venue.journal.net_holdings()["BTC"] == pytest.approx(hb.state.balances.get("BTC", 0.0), abs=1e-12)
     venue.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.domain import Regime, StrategyName
+from core.domain import ReasonCode, Regime, StrategyName
 from core.errors import StrategyError
 from core.manager import StrategyManager
 from core.risk import Holding, PortfolioView
@@ -26,7 +26,9 @@ def test_decide_when_two_strategies_on_one_symbol_then_higher_confidence_wins() 
     by_strategy = {d.strategy: d for d in result.decisions}
     assert by_strategy[StrategyName.SWING].taken
     assert not by_strategy[StrategyName.DCA].taken
-    assert by_strategy[StrategyName.DCA].reason.startswith("lost conflict to swing (conf 0.65 > 0.60)")
+    assert by_strategy[StrategyName.DCA].reason is ReasonCode.LOST_CONFLICT
+    assert by_strategy[StrategyName.DCA].detail == "lost conflict to swing (conf 0.65 > 0.60)"
+    assert by_strategy[StrategyName.SWING].reason is ReasonCode.TAKEN
     assert [e.signal.strategy for e in result.entries] == [StrategyName.SWING]
 
 
@@ -40,7 +42,8 @@ def test_decide_when_confidence_equal_then_higher_ev_wins() -> None:
     result = _decide(signals, scores=scores)
     loser = next(d for d in result.decisions if not d.taken)
     assert loser.strategy == StrategyName.CHANNEL
-    assert loser.reason.startswith("lost conflict to dca (conf 0.70 = 0.70, EV 0.0395 > 0.0245)")
+    assert loser.reason is ReasonCode.LOST_CONFLICT
+    assert loser.detail == "lost conflict to dca (conf 0.70 = 0.70, EV 0.0395 > 0.0245)"
 
 
 def test_decide_when_many_symbols_then_taken_in_ev_order_until_limits() -> None:
@@ -57,10 +60,11 @@ def test_decide_when_many_symbols_then_taken_in_ev_order_until_limits() -> None:
         ("AVAX", StrategyName.SWING, 150.0),
         ("BTC", StrategyName.DCA, 200.0),
     ]
-    reasons = {d.symbol: d.reason for d in result.decisions if not d.taken}
-    assert reasons["SOL"].startswith("strategy allocation exhausted (swing 30%")
-    assert reasons["XRP"].startswith("open notional cap 50% reached")
-    assert reasons["ETH"].startswith("open notional cap 50% reached")
+    reasons = {d.symbol: (d.reason, d.detail) for d in result.decisions if not d.taken}
+    assert reasons["SOL"][0] is ReasonCode.ALLOCATION_EXHAUSTED
+    assert reasons["SOL"][1].startswith("strategy allocation exhausted (swing 30%")
+    assert reasons["XRP"] == (ReasonCode.NOTIONAL_CAP, "open notional cap 50% reached")
+    assert reasons["ETH"] == (ReasonCode.NOTIONAL_CAP, "open notional cap 50% reached")
     assert sum(e.notional for e in result.entries) <= 500.0 + 1e-9
     assert len(result.decisions) == len(signals)
 
@@ -71,21 +75,23 @@ def test_decide_when_six_candidates_fit_then_sixth_refused_by_max_positions() ->
     result = _decide(signals, settings=roomy)
     assert len(result.entries) == 5
     [refused] = [d for d in result.decisions if not d.taken]
-    assert refused.reason.startswith("max positions 5 reached")
+    assert (refused.reason, refused.detail) == (ReasonCode.MAX_POSITIONS, "max positions 5 reached")
 
 
 def test_decide_when_symbol_already_held_then_skipped() -> None:
     book = PortfolioView(1000.0, [Holding("BTC", StrategyName.DCA, 100.0)])
     result = _decide([make_signal("BTC", StrategyName.SWING, S)], book=book)
     assert result.entries == []
-    assert result.decisions[0].reason.startswith("symbol BTC already held by dca")
+    assert result.decisions[0].reason is ReasonCode.SYMBOL_HELD
+    assert result.decisions[0].detail == "symbol BTC already held by dca"
 
 
 def test_decide_when_panic_then_nothing_taken_and_reason_says_so() -> None:
     signals = [make_signal(sym, StrategyName.DCA, S) for sym in SYMBOLS[:3]]
     result = _decide(signals, regime=Regime.PANIC)
     assert result.entries == []
-    assert all(d.reason.startswith("regime PANIC: no new entries") for d in result.decisions)
+    assert all(d.reason is ReasonCode.REGIME_NO_ENTRIES for d in result.decisions)
+    assert all(d.detail == "regime PANIC: no new entries" for d in result.decisions)
     assert all(d.regime == Regime.PANIC for d in result.decisions)
 
 
@@ -97,11 +103,23 @@ def test_decide_when_caution_then_sizes_halved_for_model_scores() -> None:
     assert caution == pytest.approx(normal * S.risk.regime.caution_size_factor)
 
 
-def test_decide_when_rule_only_then_every_decision_says_no_champion() -> None:
+def test_decide_when_rule_only_then_every_decision_records_no_champion_beside_a_clean_reason() -> None:
     signals = [make_signal("BTC", StrategyName.DCA, S), make_signal("BTC", StrategyName.SWING, S)]
     result = _decide(signals)
-    assert all(d.reason.endswith("[rule-only defaults (no champion model)]") for d in result.decisions)
-    assert all(d.scores is not None and d.scores.rule_only for d in result.decisions)
+    assert all(d.scores is not None and d.scores.rule_only and d.scores.model_version is None for d in result.decisions)
+    assert all(d.scores.source == "rule-only defaults (no champion model)" for d in result.decisions if d.scores)
+    assert not any("rule-only" in d.detail for d in result.decisions)  # the scorer is data, not appended text
+
+
+def test_decision_when_stored_with_an_english_reason_then_loaded_with_its_code_and_text_kept() -> None:
+    from core.domain import Decision
+
+    old = {"signal_id": "dca:BTC:1h:x", "symbol": "BTC", "strategy": "dca", "ts": "2024-01-01T00:00:00Z",
+           "taken": False, "reason": "symbol BTC already pending by swing [rule-only defaults (no champion model)]"}
+    d = Decision.model_validate(old)
+    assert d.reason is ReasonCode.SYMBOL_PENDING and d.detail == old["reason"]
+    with pytest.raises(ValueError, match="unknown decision reason"):
+        Decision.model_validate(old | {"reason": "because"})
 
 
 def test_decide_when_scores_missing_then_strategy_error() -> None:

@@ -8,13 +8,25 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from core.domain import Decision, ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
+from core.domain import (
+    Decision,
+    ExitReason,
+    OrderType,
+    ReasonCode,
+    Scores,
+    Signal,
+    StrategyName,
+    TradePlan,
+)
 from core.paper_session import Entry, run_session
-from core.portfolio import JOURNAL, Portfolio
 from core.positions import Bar
 from core.settings import load_settings
 from core.simulator import simulate_trade
 from core.storage.duckdb_store import DuckDBStore
+from core.trading.account import Account, paper_account
+from core.trading.entries import plan_entry
+from core.trading.journal import JOURNAL
+from core.trading.simulated import SimulatedDriver
 from core.venues.paper import PaperVenue
 
 S = load_settings()
@@ -69,29 +81,29 @@ def entries(bars: pl.DataFrame) -> list[Entry]:
     return [Entry(s := make(sym, ts, close_at(bars, sym, ts)), scores(s), 150.0) for sym, ts, make in picks]
 
 
-def check_invariants(pf: Portfolio) -> None:
-    eq = pf.equity()
-    assert eq == pytest.approx(pf.cash + sum(p.quantity * pf.marks[p.symbol] for p in pf.open_positions()))
-    assert eq == pytest.approx(pf.capital + pf.realised_pnl + pf.unrealised_pnl())
-    assert pf.fees_paid == pytest.approx(sum(f.fee for f in pf.fills.values()))
-    assert pf.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.trades.values()))
-    assert len(pf.fills) == len({f.client_order_id for f in pf.fills.values()})  # one fill per order
+def check_invariants(pf: Account) -> None:
+    eq = pf.book.equity()
+    assert eq == pytest.approx(pf.book.cash + sum(p.quantity * pf.book.marks[p.symbol] for p in pf.book.open_positions()))
+    assert eq == pytest.approx(pf.book.capital + pf.book.realised_pnl + pf.book.unrealised_pnl())
+    assert pf.book.fees_paid == pytest.approx(sum(f.fee for f in pf.book.fills.values()))
+    assert pf.book.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.book.trades.values()))
+    assert len(pf.book.fills) == len({f.client_order_id for f in pf.book.fills.values()})  # one fill per order
 
 
 def test_portfolio_when_session_runs_then_invariants_hold_at_every_step(store, bars):
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     run_session(pf, bars, entries(bars), on_step=lambda ts: check_invariants(pf))
-    assert len(pf.trades) >= 4
-    assert pf.cash == pytest.approx(1000.0 + pf.realised_pnl - sum(p.cost + p.entry_fees for p in pf.open_positions()))
+    assert len(pf.book.trades) >= 4
+    assert pf.book.cash == pytest.approx(1000.0 + pf.book.realised_pnl - sum(p.cost + p.entry_fees for p in pf.book.open_positions()))
 
 
 def test_portfolio_when_trades_close_then_they_match_the_trade_simulator(store, bars):
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     es = entries(bars)
     run_session(pf, bars, es)
     compared = 0
     for e in es:
-        trade = pf.trades.get(f"pos:{e.signal.signal_id}")
+        trade = pf.book.trades.get(f"pos:{e.signal.signal_id}")
         if trade is None:
             continue
         out = simulate_trade(e.signal, e.scores, bars, S, notional=e.notional)
@@ -101,43 +113,43 @@ def test_portfolio_when_trades_close_then_they_match_the_trade_simulator(store, 
         assert trade.return_pct == pytest.approx(out.net_return)
         compared += 1
     assert compared >= 4
-    assert {t.exit_reason for t in pf.trades.values()} >= {ExitReason.TAKE_PROFIT}
+    assert {t.exit_reason for t in pf.book.trades.values()} >= {ExitReason.TAKE_PROFIT}
 
 
 def test_portfolio_when_reloaded_mid_session_then_same_state_and_same_ending(store, bars, tmp_path):
     cut = datetime(2024, 1, 5, 7, tzinfo=UTC)
     es = entries(bars)
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     run_session(pf, bars.filter(pl.col("ts") <= cut), es)
-    again = Portfolio.load(store, S, PaperVenue(S))
-    assert again.orders == pf.orders and again.fills == pf.fills and again.trades == pf.trades
-    assert again.cash == pytest.approx(pf.cash) and again.venue.open_orders() == pf.venue.open_orders()
+    again = paper_account(store, S, load=True)
+    assert again.book.orders == pf.book.orders and again.book.fills == pf.book.fills and again.book.trades == pf.book.trades
+    assert again.book.cash == pytest.approx(pf.book.cash) and again.venue.open_orders() == pf.venue.open_orders()
     run_session(again, bars.filter(pl.col("ts") <= cut), es)  # quiet bars are replayed, not stored
-    assert again.positions == pf.positions and again.orders == pf.orders
+    assert again.book.positions == pf.book.positions and again.book.orders == pf.book.orders
     run_session(again, bars, es)  # replays the start (nothing twice) and carries on
     ref_store = DuckDBStore(tmp_path / "ref.duckdb")
-    ref = run_session(Portfolio(ref_store, S, PaperVenue(S)), bars, es)
-    assert again.trades == ref.trades and again.cash == pytest.approx(ref.cash)
-    assert again.orders == ref.orders
+    ref = run_session(paper_account(ref_store, S), bars, es)
+    assert again.book.trades == ref.book.trades and again.book.cash == pytest.approx(ref.book.cash)
+    assert again.book.orders == ref.book.orders
     ref_store.close()
 
 
 def test_open_when_same_signal_twice_then_one_position_and_no_doubled_orders(store, bars):
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     e = entries(bars)[0]
-    a = pf.open(e.signal, e.scores, e.notional)
-    b = pf.open(e.signal, e.scores, 999.0)
-    assert a is b and len(pf.positions) == 1
-    assert len(pf.orders) == 5 and len(pf.venue.open_orders()) == 5
-    assert sorted(k for k, _ in store.get_records("order")) == sorted(pf.orders)
+    a = pf.open(plan_entry(e.signal, e.scores, e.notional, S))
+    b = pf.open(plan_entry(e.signal, e.scores, 999.0, S))
+    assert a is b and len(pf.book.positions) == 1
+    assert len(pf.book.orders) == 5 and len(pf.venue.open_orders()) == 5
+    assert sorted(k for k, _ in store.get_records("order")) == sorted(pf.book.orders)
 
 
 def test_commit_when_event_written_then_one_journal_record_holds_all_of_it(store, bars):
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     e = entries(bars)[0]
     decision = Decision(signal_id=e.signal.signal_id, symbol="BTC", strategy=StrategyName.DCA, ts=e.signal.ts,
-                        taken=True, reason="approved", notional=e.notional)
-    pf.open(e.signal, e.scores, e.notional, decision=decision)
+                        taken=True, reason=ReasonCode.TAKEN, notional=e.notional)
+    pf.open(plan_entry(e.signal, e.scores, e.notional, S, decision))
     journal = store.get_records(JOURNAL)
     opened = [p for _, p in journal if p["event"] == "open"]
     assert len(opened) == 1
@@ -147,14 +159,14 @@ def test_commit_when_event_written_then_one_journal_record_holds_all_of_it(store
 
 
 def test_on_bar_when_bar_replayed_then_nothing_applied_twice(store, bars):
-    pf = Portfolio(store, S, PaperVenue(S))
+    pf = paper_account(store, S)
     e = entries(bars)[1]  # ETH swing: market entry on the next bar
-    pf.open(e.signal, e.scores, e.notional)
+    pf.open(plan_entry(e.signal, e.scores, e.notional, S))
     r = bars.filter(pl.col("symbol") == "ETH", pl.col("ts") == e.signal.ts + timedelta(hours=1)).row(0, named=True)
     b = Bar(r["ts"], r["open"], r["high"], r["low"], r["close"])
     assert len(pf.on_bar("ETH", b)) == 1
-    cash, n = pf.cash, len(store.get_records(JOURNAL))
-    assert pf.on_bar("ETH", b) == [] and pf.cash == cash and len(store.get_records(JOURNAL)) == n
+    cash, n = pf.book.cash, len(store.get_records(JOURNAL))
+    assert pf.on_bar("ETH", b) == [] and pf.book.cash == cash and len(store.get_records(JOURNAL)) == n
 
 
 class _CrashingVenue(PaperVenue):
@@ -167,11 +179,11 @@ class _CrashingVenue(PaperVenue):
 def test_load_when_intents_stored_but_never_sent_then_sent_once_on_restart(store, bars):
     e = entries(bars)[0]
     with pytest.raises(KeyboardInterrupt):
-        Portfolio(store, S, _CrashingVenue(S)).open(e.signal, e.scores, e.notional)
+        Account(store, S, SimulatedDriver(_CrashingVenue(S), S)).open(plan_entry(e.signal, e.scores, e.notional, S))
     assert {p["status"] for _, p in store.get_records("order")} == {"pending"}
     venue = PaperVenue(S)
-    pf = Portfolio.load(store, S, venue)
-    assert len(venue.open_orders()) == 5 and {o.status.value for o in pf.orders.values()} == {"open"}
-    again = Portfolio.load(store, S, PaperVenue(S))  # a second restart resends nothing new
-    assert again.orders == pf.orders and len(again.venue.open_orders()) == 5
+    pf = Account.load(store, S, SimulatedDriver(venue, S))
+    assert len(venue.open_orders()) == 5 and {o.status.value for o in pf.book.orders.values()} == {"open"}
+    again = paper_account(store, S, load=True)  # a second restart resends nothing new
+    assert again.book.orders == pf.book.orders and len(again.venue.open_orders()) == 5
     assert sum(1 for _, p in store.get_records(JOURNAL) if p["event"] == "resubmitted") == 1

@@ -18,10 +18,10 @@ import pytest
 
 from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
 from core.paper_session import Entry, run_session
-from core.portfolio import JOURNAL, Portfolio
 from core.settings import load_settings
 from core.storage.duckdb_store import DuckDBStore
-from core.venues.paper import PaperVenue
+from core.trading.account import paper_account
+from core.trading.journal import JOURNAL
 
 S = load_settings()
 START, END = datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 10, tzinfo=UTC)
@@ -64,7 +64,7 @@ def child(db: str, pause: float) -> None:
     """Open the store, reload the book, run the session to the end, printing each timestamp done."""
     store = DuckDBStore(db)
     store.init_schema()
-    pf = Portfolio.load(store, S, PaperVenue(S))
+    pf = paper_account(store, S, load=True)
     bars = load_bars()
 
     def progress(ts: datetime) -> None:
@@ -100,9 +100,9 @@ def test_session_when_killed_twice_and_resumed_then_same_book_as_uninterrupted(t
     bars = load_bars()
     entries = session_entries(bars)
     ref_store = DuckDBStore(tmp_path / "ref.duckdb")
-    ref = run_session(Portfolio(ref_store, S, PaperVenue(S)), bars, entries)
+    ref = run_session(paper_account(ref_store, S), bars, entries)
     ref_store.close()
-    assert len(ref.trades) >= 6  # the session really trades
+    assert len(ref.book.trades) >= 6  # the session really trades
 
     db = tmp_path / "killed.duckdb"
     first = run_and_kill(db, 50)
@@ -110,20 +110,20 @@ def test_session_when_killed_twice_and_resumed_then_same_book_as_uninterrupted(t
     assert first == 50 and second == 130  # both were killed mid-way (the session has 216 hours)
 
     store = DuckDBStore(db)
-    pf = Portfolio.load(store, S, PaperVenue(S))
-    assert 0 < len(pf.orders) < len(ref.orders)  # the kill left a partial book...
+    pf = paper_account(store, S, load=True)
+    assert 0 < len(pf.book.orders) < len(ref.book.orders)  # the kill left a partial book...
     run_session(pf, bars, entries)  # ...which carries on to the end
 
     journal_orders = [o["client_order_id"] for _, p in store.get_records(JOURNAL) for o in p["orders"]
                       if o["status"] == "pending"]
     assert len(journal_orders) == len(set(journal_orders))  # no order intent written twice
     order_keys = [k for k, _ in store.get_records("order")]
-    assert len(order_keys) == len(set(order_keys)) == len(ref.orders)
-    assert pf.orders == ref.orders and pf.fills == ref.fills and pf.trades == ref.trades
-    assert pf.positions == ref.positions
-    assert pf.cash == pytest.approx(ref.cash) and pf.fees_paid == pytest.approx(ref.fees_paid)
-    assert pf.fees_paid == pytest.approx(sum(f.fee for f in pf.fills.values()))
-    assert pf.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.trades.values()))
+    assert len(order_keys) == len(set(order_keys)) == len(ref.book.orders)
+    assert pf.book.orders == ref.book.orders and pf.book.fills == ref.book.fills and pf.book.trades == ref.book.trades
+    assert pf.book.positions == ref.book.positions
+    assert pf.book.cash == pytest.approx(ref.book.cash) and pf.book.fees_paid == pytest.approx(ref.book.fees_paid)
+    assert pf.book.fees_paid == pytest.approx(sum(f.fee for f in pf.book.fills.values()))
+    assert pf.book.realised_pnl == pytest.approx(sum(t.net_pnl for t in pf.book.trades.values()))
     store.close()
 
 

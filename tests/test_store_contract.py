@@ -306,3 +306,27 @@ def test_open_store_when_postgres_backend_then_postgres_store(pg_dsn) -> None:
         assert isinstance(s, PostgresStore) and s.schema == "public"
     finally:
         s.close()
+
+
+def test_records_when_typed_ledger_records_stored_then_enums_come_back_as_the_same_members(store) -> None:
+    from core.domain import (
+        Decision, Fill, Liquidity, Order, OrderPurpose, OrderStatus, OrderType, ReasonCode, Side, StrategyName,
+    )
+
+    ts = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    decision = Decision(signal_id="s1", symbol="BTC", strategy=StrategyName.DCA, ts=ts, taken=False,
+                        reason=ReasonCode.NOTIONAL_CAP, detail="open notional cap 50% reached")
+    order = Order(client_order_id="c1", symbol="BTC", side=Side.SELL, order_type=OrderType.MARKET, quantity=0.5,
+                  strategy=StrategyName.DCA, position_id="p1", created_ts=ts, status=OrderStatus.FILLED,
+                  purpose=OrderPurpose.EXIT)
+    fill = Fill(fill_id="f1", client_order_id="c1", symbol="BTC", side=Side.SELL, ts=ts, price=100.0, quantity=0.5,
+                fee=0.2, liquidity=Liquidity.MAKER)
+    store.put_records("typed", [(m.__class__.__name__, m.model_dump(mode="json")) for m in (decision, order, fill)])
+    back = dict(store.get_records("typed"))
+    assert back["Decision"]["reason"] == "notional_cap"  # stored as the code's value, not English
+    d, o, f = Decision.model_validate(back["Decision"]), Order.model_validate(back["Order"]), Fill.model_validate(back["Fill"])
+    assert (d, o, f) == (decision, order, fill)
+    assert d.reason is ReasonCode.NOTIONAL_CAP and o.purpose is OrderPurpose.EXIT and o.status is OrderStatus.FILLED
+    assert f.liquidity is Liquidity.MAKER
+    with pytest.raises(ValueError):
+        Order.model_validate(back["Order"] | {"purpose": "hedge"})  # an unknown purpose is refused, not stored as text

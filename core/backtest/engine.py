@@ -5,12 +5,12 @@ paper trading.
 2. every signal scored in one batch (scores depend on the signal alone, not on the book);
 3. a loop over the detection bars' close times, visiting only times with signals or open positions:
    open positions get the bar that just closed - or its finer bars (e.g. 5m) when an exit frame covers
-   that whole bar - through the execution backend (core.positions rules; see execution.py), then the
-   manager decides on the signals of that bar with the book marked at that close, and the taken
-   entries become positions whose orders rest from that close on.
+   that whole bar - through the execution backend (core.positions rules; see execution.py), then
+   core.trading.scan.plan_scan (THE scan function the Prefect scan calls too) decides on the signals
+   of that bar with the book valued at that close (core.trading.valuation), and the taken entries
+   become positions whose orders rest from that close on.
 
-Equity = cash + filled quantity x the symbol's last close. Deterministic: no clock, no randomness,
-ties broken by name.
+Deterministic: no clock, no randomness, ties broken by name.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from core.backtest.execution import Execution, FastExecution
 from core.domain import Decision, Regime, timeframe_duration
 from core.errors import DataQualityError
 from core.manager import StrategyManager
-from core.regime import regime_frame
 from core.positions import Bar, ManagedPosition
-from core.risk import Holding, PortfolioView
-from core.scoring import RuleOnlyScorer, Scorer
+from core.regime import regime_frame
+from core.scoring import BatchScored, RuleOnlyScorer, Scorer
 from core.settings import Settings
 from core.strategies.base import validate_bars
 from core.strategies.registry import detect_all, signals_from_frame
+from core.trading.scan import plan_scan
+from core.trading.valuation import marked, risk_view
 
 Progress = Callable[[int, int], None]
 
@@ -108,7 +109,7 @@ def run_backtest(
     The regime comes from `market_bars` (BTC + the monitored coins; default: `bars`), as of each signal
     bar's close; `use_regime=False` trades as if always NORMAL. Exits are checked on `exit_bars` (a finer
     timeframe of the same symbols) wherever they cover a whole detection bar. `execution` defaults to the
-    in-memory FastExecution; pass LedgerExecution(portfolio) for the paper-trading ledger and venue."""
+    in-memory FastExecution; pass LedgerExecution(paper_account(...)) for the paper book and venue."""
     t0, c0 = time.perf_counter(), time.process_time()
     tf = validate_bars(bars)
     dur = timeframe_duration(tf)
@@ -124,7 +125,7 @@ def run_backtest(
     frame = detect_all(bars, settings).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
     timings["detect_s"] = time.perf_counter() - t0
     signals = signals_from_frame(frame)
-    scores = (scorer or RuleOnlyScorer(settings)).score(signals)
+    batch = BatchScored(signals, (scorer or RuleOnlyScorer(settings)).score(signals))
     timings["score_s"] = time.perf_counter() - t0 - timings["detect_s"]
     by_bar: dict[int, list[int]] = {}
     for i, s in enumerate(signals):
@@ -133,11 +134,13 @@ def run_backtest(
     # Regime as of each bar close (the last regime row at or before it; NORMAL before the first).
     reg_ts: list[int] = []
     reg_val: list[Regime] = []
+    reg_why: list[str] = []
     changes = _empty_changes()
     if use_regime:
         rf = regime_frame(market_bars if market_bars is not None else bars, settings).sort("ts")
         reg_ts = rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_list()
         reg_val = [Regime(r) for r in rf.get_column("regime").to_list()]
+        reg_why = rf.get_column("reason").to_list()
         changes = (
             rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
             .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
@@ -173,6 +176,7 @@ def run_backtest(
         close_us = t + dur_us
         # 2. step open positions on the bar that opened at t (or its finer bars).
         still: list[ManagedPosition] = []
+        ending: list[ManagedPosition] = []  # their symbol's data ends with this bar
         for pos in open_pos:
             ser = series[pos.symbol]
             i = cursor[pos.position_id]
@@ -187,8 +191,10 @@ def run_backtest(
                 if not ex.closes_at_end:
                     stranded.append(pos)  # stays open in the ledger; no bar will come for it
                     continue
-                # The symbol's data ends here: mark the position out at its last close, at this step.
-                ex.end_of_data(pos, _bar(ser, len(ser.ts) - 1))
+                # The symbol's data ends here: the position is still held while this step decides (as in
+                # a paper book), then marked out at its last close, at this step.
+                ending.append(pos)
+                continue
             (closed if pos.status == "closed" else still).append(pos)
         open_pos = still
         # 3. decide on this bar's signals with the book marked at its close.
@@ -200,15 +206,16 @@ def run_backtest(
                     pos_i = bisect_left(ser.ts, t)
                     if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
                         marks[sym] = ser.close[pos_i]
-            view = _view(ex.cash, marks, open_pos + stranded)
+            view = risk_view(ex.cash, open_pos + ending + stranded, marks)
             r_i = bisect_right(reg_ts, t) - 1
-            regime = reg_val[r_i] if r_i >= 0 else Regime.NORMAL
-            result = manager.decide([signals[j] for j in idx], [scores[j] for j in idx], view, regime, _dt(close_us))
-            decisions.extend(result.decisions)
-            ex.record_skipped([d for d in result.decisions if not d.taken])
-            taken = {d.signal_id: d for d in result.decisions if d.taken}
-            for entry in result.entries:
-                pos = ex.open(entry, taken[entry.signal.signal_id])
+            regime = (reg_val[r_i], reg_why[r_i]) if r_i >= 0 else (Regime.NORMAL, "no regime data")
+            plan = plan_scan(
+                [signals[j] for j in idx], view, ex.decided, regime, None, batch, settings, _dt(close_us), manager
+            )
+            decisions.extend(plan.decisions)
+            ex.record_skipped(plan.skipped)
+            for entry in plan.entries:
+                pos = ex.open(entry)
                 ser = series[pos.symbol]
                 cursor[pos.position_id] = bisect_left(ser.ts, close_us)
                 if cursor[pos.position_id] < len(ser.ts):
@@ -218,7 +225,10 @@ def run_backtest(
                     closed.append(pos)
                 else:
                     stranded.append(pos)
-        equity, notional = _marked(ex.cash, marks, open_pos + stranded)
+        for pos in ending:
+            ex.end_of_data(pos, _bar(series[pos.symbol], len(series[pos.symbol].ts) - 1))
+            (closed if pos.status == "closed" else open_pos).append(pos)
+        equity, notional = marked(ex.cash, open_pos + stranded, marks)
         curve.append((close_us, ex.cash, equity, notional))
 
     # Every symbol's series ends inside the loop: with closes_at_end nothing is open here; otherwise the
@@ -274,22 +284,6 @@ def _bar(ser: _Series, i: int) -> Bar:
     return Bar(_dt(ser.ts[i]), ser.open[i], ser.high[i], ser.low[i], ser.close[i])
 
 
-def _view(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> PortfolioView:
-    equity, _ = _marked(cash, marks, open_pos)
-    holdings = [
-        Holding(p.symbol, p.strategy, p.quantity * marks.get(p.symbol, p.avg_price) + (p.resting_notional if p.resting_levels else 0.0), p.quantity == 0)
-        for p in open_pos
-    ]
-    return PortfolioView(equity, holdings)
-
-
-def _marked(cash: float, marks: dict[str, float], open_pos: list[ManagedPosition]) -> tuple[float, float]:
-    """(equity, open notional incl. resting entry orders) at the last marks."""
-    filled = sum(p.quantity * marks.get(p.symbol, p.avg_price) for p in open_pos)
-    resting = sum(p.resting_notional for p in open_pos if p.resting_levels)
-    return cash + filled, filled + resting
-
-
 TS_US = pl.Datetime("us", "UTC")
 
 
@@ -324,7 +318,8 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.Utf8(),
     "ts": TS_US,
     "taken": pl.Boolean(),
-    "reason": pl.Utf8(),
+    "reason": pl.Utf8(),  # core.domain.ReasonCode
+    "detail": pl.Utf8(),
     "regime": pl.Utf8(),
     "confidence": pl.Float64(),
     "expected_value": pl.Float64(),
@@ -341,7 +336,7 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
     rows = [
         (
-            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason, d.regime.value, d.confidence,
+            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason.value, d.detail, d.regime.value, d.confidence,
             d.expected_value, d.notional,
             d.scores.rule_only if d.scores else None,
             d.scores.model_version if d.scores else None,

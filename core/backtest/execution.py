@@ -3,23 +3,25 @@
 
 - FastExecution: an in-memory cash book folded from the position events (core.positions.step). For
   research backtests over years of bars: nothing is written until the report.
-- LedgerExecution: the paper-trading path itself: core.portfolio.Portfolio with its PaperVenue
-  (orders placed at the venue, filled there by the shared fill function, every event journalled in
-  the store). For paper sessions; slower because each event is a store write.
+- LedgerExecution: the paper-trading path itself: a core.trading.account.Account with the simulated
+  driver and its PaperVenue (orders placed at the venue, filled there by the shared fill function,
+  every event journalled in the store). For paper sessions; slower because each event is a store write.
 
 A test runs both on the same window and asserts identical trades, fees and cash.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Collection
+from typing import Any, Protocol
 
 import polars as pl
 
 from core.domain import Decision
-from core.manager import Entry
-from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, open_position, step
+from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, step
 from core.settings import Settings
+from core.trading.account import Account
+from core.trading.entries import PlannedEntry
 
 TS_US = pl.Datetime("us", "UTC")
 FILL_SCHEMA: dict[str, pl.DataType] = {
@@ -34,7 +36,11 @@ class Execution(Protocol):
     @property
     def cash(self) -> float: ...
 
-    def open(self, entry: Entry, decision: Decision) -> ManagedPosition: ...
+    @property
+    def decided(self) -> Collection[str]:
+        """Signal ids decided before (the scan never decides a signal twice)."""
+
+    def open(self, entry: PlannedEntry) -> ManagedPosition: ...
 
     def record_skipped(self, decisions: list[Decision]) -> None: ...
 
@@ -51,14 +57,18 @@ class FastExecution:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cash = settings.risk.capital
-        self._fills: list[tuple] = []
+        self._fills: list[tuple[Any, ...]] = []
 
     @property
     def cash(self) -> float:
         return self._cash
 
-    def open(self, entry: Entry, decision: Decision) -> ManagedPosition:
-        return open_position(entry.signal, entry.scores, entry.notional, self._settings)
+    @property
+    def decided(self) -> Collection[str]:
+        return ()  # each signal bar is visited once
+
+    def open(self, entry: PlannedEntry) -> ManagedPosition:
+        return entry.position
 
     def record_skipped(self, decisions: list[Decision]) -> None:
         """Decisions are kept by the engine and written with the report."""
@@ -69,7 +79,7 @@ class FastExecution:
     def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
         self._book(pos, end_of_data(pos, last_bar, self._settings))
 
-    def _book(self, pos: ManagedPosition, events: list) -> None:
+    def _book(self, pos: ManagedPosition, events: list[Any]) -> None:
         # Entry fill: pay price x qty + fee; exit: receive price x qty - fee. Each event once.
         for ev in events:
             if isinstance(ev, Filled):
@@ -89,30 +99,33 @@ class LedgerExecution:
 
     closes_at_end = False
 
-    def __init__(self, portfolio) -> None:  # noqa: ANN001 (core.portfolio.Portfolio; imported lazily)
-        self.portfolio = portfolio
+    def __init__(self, account: Account) -> None:
+        self.account = account
 
     @property
     def cash(self) -> float:
-        return float(self.portfolio.cash)
+        return float(self.account.book.cash)
 
-    def open(self, entry: Entry, decision: Decision) -> ManagedPosition:
-        return self.portfolio.open(entry.signal, entry.scores, entry.notional, decision)
+    @property
+    def decided(self) -> Collection[str]:
+        return self.account.book.decisions
+
+    def open(self, entry: PlannedEntry) -> ManagedPosition:
+        return self.account.open(entry)
 
     def record_skipped(self, decisions: list[Decision]) -> None:
-        for d in decisions:
-            self.portfolio.record_decision(d)
+        self.account.record_decisions(decisions)
 
     def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None:
-        self.portfolio.on_bar(pos.symbol, bar)
+        self.account.on_bar(pos.symbol, bar)
 
     def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
         """Left open on purpose (see the class docstring)."""
 
     def fills(self) -> pl.DataFrame:
         rows = []
-        for f in self.portfolio.fills.values():
-            order = self.portfolio.orders.get(f.client_order_id)
+        for f in self.account.book.fills.values():
+            order = self.account.book.orders.get(f.client_order_id)
             pid = order.position_id if order is not None else ""
             rows.append((pid, f.client_order_id, f.side.value, f.ts, f.price, f.quantity, f.fee, f.liquidity))
         return pl.DataFrame(rows, schema=FILL_SCHEMA, orient="row").sort("ts", "client_order_id")

@@ -46,11 +46,20 @@ def build_report(result: BacktestResult, settings: Settings) -> tuple[dict, pl.D
         "decisions_taken": int(result.decisions.get_column("taken").sum()) if result.decisions.height else 0,
         "settings_fingerprint": result.settings_fingerprint,
         "scoring": _scoring_source(result.decisions),
+        "skips_by_code": skips_by_code(result.decisions),
         "seconds": round(result.seconds, 3),
     }
     by_strategy = group_table(result.trades, "strategy", cap, result.start, result.end)
     by_symbol = group_table(result.trades, "symbol", cap, result.start, result.end)
     return summ, by_strategy, by_symbol
+
+
+def skips_by_code(decisions: pl.DataFrame) -> dict[str, int]:
+    """Skipped signals per core.domain.ReasonCode, most first."""
+    if decisions.height == 0:
+        return {}
+    counts = decisions.filter(~pl.col("taken")).group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+    return {str(r): int(n) for r, n in counts.iter_rows()}
 
 
 def _scoring_source(decisions: pl.DataFrame) -> str:

@@ -18,11 +18,11 @@ from core.backtest.engine import BacktestResult, Progress, run_backtest
 from core.backtest.execution import Execution, LedgerExecution
 from core.backtest.report import Report, write_report
 from core.domain import timeframe_duration
-from core.errors import ConfigError, DataQualityError, StoreError
+from core.errors import ConfigError, DataQualityError
 from core.regime import BENCHMARK
 from core.scoring import Scorer
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import RecordStore, Store
 
 WARMUP = timedelta(days=35)
 
@@ -34,10 +34,11 @@ class SessionInputs:
     exit_bars: pl.DataFrame | None
 
 
+ScorerFor = Callable[[pl.DataFrame], Scorer]  # builds the scorer from the loaded bars
 Reader = Callable[[list[str], str, datetime | None, datetime | None], pl.DataFrame]
 
 
-def store_reader(store: CandleStore) -> Reader:
+def store_reader(store: Store) -> Reader:
     return lambda symbols, timeframe, start, end: store.read_many(symbols, timeframe, start, end)
 
 
@@ -86,7 +87,7 @@ def run_id_for(kind: str, symbols: list[str], timeframe: str, start: datetime, e
     return f"{kind}-{timeframe}-{start:%Y%m%d}-{end:%Y%m%d}-{len(symbols)}sym{tag}-{settings.fingerprint()}"
 
 
-def record_session(store: CandleStore, run_id: str, result: BacktestResult) -> None:
+def record_session(store: RecordStore, run_id: str, result: BacktestResult) -> None:
     """Decisions (with why) and closed trades into the store's ledger records, keyed by run and id."""
     decisions = [
         (f"{run_id}:{r['signal_id']}", r | {"run_id": run_id})
@@ -102,62 +103,25 @@ def record_session(store: CandleStore, run_id: str, result: BacktestResult) -> N
     store.put_records("backtest_trades", trades)
 
 
-def reset_paper_ledger(store: CandleStore) -> int:
-    """Remove an earlier replayed paper session's ledger (journal and views) in ONE transaction: a kill
-    half-way leaves either the whole ledger or none of it."""
-    from core.portfolio import JOURNAL, VIEWS
-
-    return store.delete_kinds([JOURNAL, *VIEWS])
-
-
-# Each view kind, the journal list it is derived from and the id keying it.
-_VIEW_SOURCES = {"position": ("positions", "position_id"), "order": ("orders", "client_order_id"),
-                 "fill": ("fills", "fill_id"), "trade": ("trades", "position_id"), "decision": ("decisions", "signal_id")}
-
-
-def check_ledger_agrees(store: CandleStore) -> None:
-    """Start-up guard: every record kind of the ledger agrees with the journal (a half-done reset or a
-    hand edit is refused, never traded on). A view may lack only the last event's entities (a crash
-    between the journal write and its views, which Portfolio.load repairs)."""
-    from core.portfolio import JOURNAL, VIEWS
-
-    journal = sorted(store.get_records(JOURNAL), key=lambda kv: kv[0])
-    last = journal[-1][1] if journal else {}
-    problems = []
-    for kind in VIEWS:
-        source, id_field = _VIEW_SOURCES[kind]
-        ids = {d[id_field] for _, p in journal for d in p.get(source, [])}
-        recent = {d[id_field] for d in last.get(source, [])}
-        keys = {k for k, _ in store.get_records(kind)}
-        if extra := keys - ids:
-            problems.append(f"{len(extra)} {kind} record(s) the journal never wrote")
-        if missing := ids - keys - recent:
-            problems.append(f"{len(missing)} {kind} record(s) of the journal missing")
-    if problems:
-        raise StoreError(
-            "the paper ledger's record kinds disagree (an interrupted reset?): " + "; ".join(problems)
-            + ". Run again with --reset to start from an empty book"
-        )
-
-
-def paper_execution(store: CandleStore, settings: Settings, reset: bool) -> LedgerExecution:
-    """The paper-trading ledger (Portfolio + PaperVenue) on this store, starting from an empty book."""
-    from core.portfolio import JOURNAL, Portfolio
-    from core.venues.paper import PaperVenue
+def paper_execution(store: RecordStore, settings: Settings, reset: bool) -> LedgerExecution:
+    """The paper account (simulated driver + PaperVenue) on this store, starting from an empty book. A
+    half-done reset (record kinds that disagree) is refused before anything trades."""
+    from core.trading.account import paper_account
+    from core.trading.journal import check_journal_agrees, has_journal, reset_journal
 
     if reset:
-        reset_paper_ledger(store)
-    check_ledger_agrees(store)
-    if store.get_records(JOURNAL):
+        reset_journal(store)
+    check_journal_agrees(store)
+    if has_journal(store):
         raise ConfigError(
             "the store already holds a paper ledger from an earlier session; replaying history on top of it would "
             "mix two sessions: pass --reset to replace it (or use another var_dir/store)"
         )
-    return LedgerExecution(Portfolio(store, settings, PaperVenue(settings, store)))
+    return LedgerExecution(paper_account(store, settings))
 
 
 def run_session(
-    store: CandleStore,
+    store: Store,
     settings: Settings,
     *,
     read: Reader | None = None,
@@ -168,17 +132,17 @@ def run_session(
     start: datetime,
     end: datetime,
     exit_timeframe: str | None = "5m",
-    scorer: Scorer | None = None,
+    scorer: Scorer | ScorerFor | None = None,
     run_id: str | None = None,
     progress: Progress | None = None,
     record: bool = True,
-    on_loaded: Callable[[SessionInputs], None] | None = None,
 ) -> tuple[BacktestResult, Report]:
+    """`scorer`: a Scorer, or a function building one from the loaded bars (the models' historical
+    context scorer needs them); default rule-only."""
     inputs = load_inputs(read or store_reader(store), settings, symbols, timeframe, start, end, exit_timeframe)
-    if on_loaded is not None:
-        on_loaded(inputs)
+    chosen = scorer if scorer is None or isinstance(scorer, Scorer) else scorer(inputs.bars)
     result = run_backtest(
-        inputs.bars, settings, start=start, end=end, scorer=scorer, exit_bars=inputs.exit_bars,
+        inputs.bars, settings, start=start, end=end, scorer=chosen, exit_bars=inputs.exit_bars,
         market_bars=inputs.market_bars, execution=execution, progress=progress,
     )
     rid = run_id or run_id_for(kind, symbols, timeframe, start, end, settings)
@@ -188,7 +152,7 @@ def run_session(
     return result, report
 
 
-def last_window(store: CandleStore, symbols: list[str], timeframe: str, days: int) -> tuple[datetime, datetime]:
+def last_window(store: Store, symbols: list[str], timeframe: str, days: int) -> tuple[datetime, datetime]:
     """The last `days` days up to the newest stored bar of these symbols."""
     cov = store.coverage().filter(pl.col("symbol").is_in(symbols) & (pl.col("timeframe") == timeframe))
     if cov.height == 0:
@@ -197,7 +161,7 @@ def last_window(store: CandleStore, symbols: list[str], timeframe: str, days: in
     return end - timedelta(days=days), end
 
 
-def import_for_session(store: CandleStore, settings: Settings, progress: bool = True) -> list:
+def import_for_session(store: Store, settings: Settings, progress: bool = True) -> list:
     """Main job step 1: the store schema, then the shipped detection-timeframe and 5m candles of the
     monitored coins (idempotent upserts; a second run rewrites the same rows)."""
     from core.data_import import import_candles
@@ -213,7 +177,7 @@ def import_for_session(store: CandleStore, settings: Settings, progress: bool = 
 
 
 def run_main_job(
-    store: CandleStore, settings: Settings, days: int = 90, progress: Progress | None = None, show_import: bool = True
+    store: Store, settings: Settings, days: int = 90, progress: Progress | None = None, show_import: bool = True
 ) -> tuple[list, BacktestResult, Report]:
     """The main job: import, then a rule-only paper session (paper ledger + paper venue) over the last
     `days` days of the monitored coins, starting from a fresh paper book each run."""
@@ -226,3 +190,38 @@ def run_main_job(
         execution=paper_execution(store, settings, reset=True), progress=progress,
     )
     return imported, result, report
+
+
+def replay_window(settings: Settings, symbols: list[str], length: timedelta, end: datetime | None) -> tuple[datetime, datetime]:
+    """[end - length, end) of a paper replay; `end` defaults to the last hour every traded coin has a
+    shipped bar for (some coins' history stops earlier: none is gate-failed for merely having no data)."""
+    from core.data_import import load_shipped
+
+    tf = settings.data.detection_timeframe
+    if end is None:
+        last = load_shipped(settings.data.data_dir, tf, symbols).group_by("symbol").agg(pl.col("ts").max())
+        if last.is_empty():
+            raise ValueError(f"no shipped {tf} bars for {symbols} in {settings.data.data_dir}")
+        first_to_stop: datetime = last["ts"].min()  # type: ignore[assignment]  # polars types min() loosely
+        end = first_to_stop + timeframe_duration(tf)
+    return end - length, end
+
+
+@dataclass(frozen=True)
+class ReplayTape:
+    """Shipped bars a paper replay feeds to the scan flow step by step, as they would have closed."""
+
+    bars: pl.DataFrame
+    timeframe: str
+
+    @classmethod
+    def load(cls, settings: Settings, symbols: list[str], start: datetime, stop: datetime) -> ReplayTape:
+        from core.data_import import load_shipped
+
+        tf = settings.data.detection_timeframe
+        return cls(load_shipped(settings.data.data_dir, tf, symbols, start, stop), tf)
+
+    def closed_in(self, start: datetime, end: datetime) -> pl.DataFrame:
+        """The bars that opened at or after `start` and closed by `end`."""
+        dur = timeframe_duration(self.timeframe)
+        return self.bars.filter((pl.col("ts") >= start) & (pl.col("ts") + dur <= end))

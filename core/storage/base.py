@@ -2,8 +2,9 @@
 
 Candles are keyed by (symbol, timeframe, ts); writes are idempotent upserts in transactional batches.
 Every read returns a polars DataFrame with the columns of core.domain.CANDLE_SCHEMA, sorted by
-(symbol, ts). The ledger tables (decisions, orders, fills, positions, trades, gate results, ...) are
-stored as JSON-typed records keyed by an id so each component owns its own record shape.
+(symbol, ts). Records (the book's journal and views, gate results, ...) are a separate protocol,
+RecordStore: JSON payloads keyed by an id so each component owns its own record shape. Both backends
+implement both (Store).
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ class CandleStore(Protocol):
     def coverage(self) -> pl.DataFrame:
         """Per (symbol, timeframe): first ts, last ts, rows, expected rows, missing bars."""
 
-    # Records: one table per kind, rows keyed by (kind, key); payload is a JSON-able dict.
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """JSON records, one table per kind, rows keyed by (kind, key): the book's journal and views, gate
+    results, regime state. Separate from the candles: a component that keeps records needs only this."""
+
     def put_records(self, kind: str, records: list[tuple[str, dict[str, Any]]]) -> int:
         """Upsert records of one kind atomically (all or nothing)."""
 
@@ -53,5 +61,9 @@ class CandleStore(Protocol):
 
     def delete_kinds(self, kinds: list[str]) -> int:
         """Delete every record of these kinds in ONE transaction (all or nothing); returns rows deleted."""
+        ...
 
-    def close(self) -> None: ...
+
+@runtime_checkable
+class Store(CandleStore, RecordStore, Protocol):
+    """What the DuckDB and Postgres backends implement: candles and records in one database."""

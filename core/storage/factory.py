@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from core.plausibility import Bounds
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 
 
-def open_store(settings: Settings) -> CandleStore:
+def open_store(settings: Settings) -> Store:
     """DuckDB file under var_dir by default; Postgres/Supabase when store.backend=postgres."""
     if settings.store.backend == "postgres":
         from core.storage.postgres_store import PostgresStore

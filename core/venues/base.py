@@ -1,4 +1,6 @@
-"""The venue contract: the paper venue and the Hummingbot venue both implement it.
+"""The venue contracts. `Venue`: what every venue does (the paper venue and the Hummingbot venue), all
+the live driver (core.trading.live) uses. `SimulatedVenue`: a venue that fills orders against bars
+itself (the paper venue), all the simulated driver (core.trading.simulated) uses.
 
 A venue never decides anything; it places what the manager sized, and reports back. Submitting twice
 with the same client_order_id must not create a second order (idempotent submit).
@@ -6,9 +8,14 @@ with the same client_order_id must not create a second order (idempotent submit)
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from core.domain import Fill, Order
+from core.domain import Fill, Liquidity, Order
+from core.positions import Bar
+
+if TYPE_CHECKING:
+    from core.venues.order_journal import OrderJournal
 
 
 @runtime_checkable
@@ -28,3 +35,22 @@ class Venue(Protocol):
     def fills_since(self, client_order_id: str | None = None) -> list[Fill]: ...
 
     def balances(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class SimulatedVenue(Venue, Protocol):
+    def on_bar(self, symbol: str, bar: Bar, only: set[str] | None = None) -> tuple[list[Fill], list[Order]]:
+        """Fill/expire the symbol's resting orders on this bar; returns (new fills, expired orders)."""
+
+    def execute(self, client_order_id: str, ts: datetime, price: float, liquidity: Liquidity) -> Fill:
+        """Fill an open order now at `price` (an exit the position rules triggered on a bar)."""
+
+    def restore(self, orders: list[Order], fills: list[Fill], balances: dict[str, float]) -> None:
+        """Rebuild the venue's state from the book after a restart."""
+
+
+@runtime_checkable
+class JournalledVenue(Venue, Protocol):
+    """A live venue that journals its own order intents and fills (reconciliation reads the journal)."""
+
+    journal: OrderJournal

@@ -43,7 +43,7 @@ class PaperVenue:
         self, settings: Settings, store: CandleStore | None = None, *, cash: float | None = None, quote: str = "USDT"
     ) -> None:
         # `store` is accepted for the factory's uniform signature: the paper venue's durable state is the
-        # ledger's (core.portfolio.Portfolio.load restores it with `restore`), so it writes nothing itself.
+        # book's (core.trading.simulated restores it with `restore` when the account loads), so it writes nothing itself.
         self._store = store
         self._settings = settings
         self._quote = quote

@@ -54,6 +54,8 @@ def print_report(report) -> None:  # noqa: ANN001
         head.add_row(key, _fmt(s[key]))
     for key in ("total_return", "win_rate", "max_drawdown", "exposure"):
         head.add_row(key, _fmt(s[key], pct=True))
+    skips = s.get("skips_by_code") or {}
+    head.add_row("skips by code", ", ".join(f"{k} {n}" for k, n in skips.items()) or "none")
     head.add_row("seconds", _fmt(s["seconds"]))
     console.print(head)
     for title, frame, key in (("per strategy", report.by_strategy, "strategy"), ("per coin", report.by_symbol, "symbol")):
@@ -131,7 +133,7 @@ def paper(
     reset: Annotated[bool, typer.Option(help="Replace the store's earlier paper ledger.")] = False,
 ) -> None:
     """A rule-only paper session over the last N days in the store: the same engine, with the paper
-    ledger (core.portfolio) and the paper venue executing the orders; everything journalled in the store."""
+    book (core.trading.account) and the paper venue executing the orders; everything journalled in the store."""
     settings = _settings()
     syms = _split(symbols) or list(settings.data.symbols)
     _session(settings, "paper", syms, settings.data.detection_timeframe, None, None, days, exit_timeframe, "store", reset)

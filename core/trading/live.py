@@ -1,8 +1,8 @@
-"""Live bookkeeping: the venue's reports (fills, cancels) become ledger events; the ledger's exit
-rules become orders at the venue.
+"""The live driver: the venue's reports (fills, cancels) become book events; the book's exit rules
+become orders at the venue. (Moved from core/live_book.py; the booking logic is unchanged.)
 
-In paper mode `Portfolio.on_bar` asks the paper venue to fill orders against the bar. In live mode the
-venue (Hummingbot) fills them, so the same ledger is driven differently:
+In paper mode the simulated driver asks the paper venue to fill orders against the bar. In live mode
+the venue (Hummingbot) fills them, so the same book is driven differently:
 
 1. `apply_venue_fills`: fills the venue reports for our orders are booked once (keyed by the venue's
    trade id). An entry level is applied (core.positions.apply_entry_fill: average price, fees, the
@@ -26,18 +26,17 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.domain import (
     ClosedTrade,
     Fill,
+    Liquidity,
     Order,
     OrderStatus,
     OrderType,
-    Side,
     timeframe_duration,
 )
-from core.portfolio import Portfolio
 from core.positions import (
     Bar,
     Exited,
@@ -47,6 +46,12 @@ from core.positions import (
     begin_bar,
     manage_exits,
 )
+from core.trading.driver import Mode
+from core.trading.entries import exit_order, exit_order_id
+from core.venues.base import Venue
+
+if TYPE_CHECKING:
+    from core.trading.account import Account
 
 _QTY_TOL = 1e-9  # float noise only: the order's quantity is the lot-rounded amount the venue holds
 _DONE = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
@@ -60,13 +65,27 @@ def filled_complete(order: Order, venue_filled: float) -> bool:
     return venue_filled >= order.quantity * (1 - _QTY_TOL) or order.status in _DONE
 
 
-def is_live(pf: Portfolio) -> bool:
-    """The book's orders go to a real venue (only the paper venue fills them against bars itself)."""
-    return pf.venue.name != "paper"
+class LiveDriver:
+    mode = Mode.LIVE
 
+    def __init__(self, venue: Venue) -> None:
+        self._venue = venue
 
-def exit_order_id(pos: ManagedPosition) -> str:
-    return f"{pos.position_id}:x"
+    @property
+    def venue(self) -> Venue:
+        return self._venue
+
+    def restore(self, account: Account) -> None:
+        """A live venue keeps its own state and order journal (core.reconcile compares them)."""
+
+    def sync(self, account: Account, *, resubmit: bool) -> list[Any]:
+        """Resend unacknowledged intents (when asked), then book the venue's fills."""
+        if resubmit:
+            account.resubmit_pending()
+        return apply_venue_fills(account, self._venue.fills_since())
+
+    def on_bar(self, account: Account, symbol: str, bar: Bar) -> list[Any]:
+        return apply_bar_live(account, symbol, bar)
 
 
 def exit_pending(pos: ManagedPosition) -> bool:
@@ -74,24 +93,25 @@ def exit_pending(pos: ManagedPosition) -> bool:
     return pos.exit_reason is not None and pos.status != "closed"
 
 
-def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
-    """Book the venue's complete order fills not booked yet (one ledger event); returns Filled/Exited."""
+def apply_venue_fills(account: Account, fills: list[Fill]) -> list[Any]:
+    """Book the venue's complete order fills not booked yet (one event); returns Filled/Exited."""
+    book = account.book
     by_order: dict[str, list[Fill]] = defaultdict(list)
     for f in fills:
-        if f.fill_id not in pf.fills and f.client_order_id in pf.orders:
+        if f.fill_id not in book.fills and f.client_order_id in book.orders:
             by_order[f.client_order_id].append(f)
-    levels = {lv.client_order_id: (p, i) for p in pf.positions.values() for i, lv in enumerate(p.entry_levels)}
-    exits = {exit_order_id(p): p for p in pf.positions.values()}
+    levels = {lv.client_order_id: (p, i) for p in book.positions.values() for i, lv in enumerate(p.entry_levels)}
+    exits = {exit_order_id(p): p for p in book.positions.values()}
     events: list[Any] = []
     touched: dict[str, ManagedPosition] = {}
     orders: list[Order] = []
     booked: list[Fill] = []
     trades: list[ClosedTrade] = []
     for cid, group in by_order.items():
-        order = pf.orders[cid]
+        order = book.orders[cid]
         qty = sum(f.quantity for f in group)
         if not filled_complete(order, qty):
-            fresh = pf.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
+            fresh = account.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
             if fresh is None or not filled_complete(fresh, qty):
                 continue  # partially filled and still working: booked once complete or final
             order = fresh
@@ -106,59 +126,43 @@ def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
             events.append(apply_entry_fill(pos, i, ts, price, fee))
         elif cid in exits and exit_pending(exits[cid]):
             pos = exits[cid]
-            trades.append(_close(pf, pos, ts, price, fee))
-            events.append(Exited(pos.exit_reason, ts, price, pos.quantity, fee, "taker"))  # type: ignore[arg-type]
+            trades.append(_close(account, pos, ts, price, fee))
+            events.append(Exited(pos.exit_reason, ts, price, pos.quantity, fee, Liquidity.TAKER))  # type: ignore[arg-type]
         else:
             continue
         for f in group:
-            pf._book_fill(f)  # the ledger's own cash/fee accounting, at the venue's prices and fees
+            book.book_fill(f)  # the book's own cash/fee accounting, at the venue's prices and fees
         booked.extend(group)
         touched[pos.position_id] = pos
         orders.append(order.model_copy(update={"status": OrderStatus.FILLED, "filled_quantity": qty}))
     for o in orders:
-        pf.orders[o.client_order_id] = o
+        book.orders[o.client_order_id] = o
     if events:
-        pf._commit("venue_fills", positions=touched.values(), orders=orders, fills=booked, trades=trades)
+        account.commit("venue_fills", positions=touched.values(), orders=orders, fills=booked, trades=trades)
     return events
 
 
-def _close(pf: Portfolio, pos: ManagedPosition, ts: datetime, price: float, fee: float) -> ClosedTrade:
+def _close(account: Account, pos: ManagedPosition, ts: datetime, price: float, fee: float) -> ClosedTrade:
     pos.exit_price, pos.exit_ts, pos.exit_fee = price, ts, fee
     pos.fees += fee
     pos.status = "closed"
-    trade = ClosedTrade(
-        position_id=pos.position_id,
-        symbol=pos.symbol,
-        strategy=pos.strategy,
-        entry_ts=pos.entry_ts or pos.created_ts,
-        exit_ts=ts,
-        entry_price=pos.avg_price,
-        exit_price=price,
-        quantity=pos.quantity,
-        gross_pnl=pos.gross_pnl,
-        fees=pos.fees,
-        net_pnl=pos.net_pnl,
-        exit_reason=pos.exit_reason,  # type: ignore[arg-type]
-        signal_id=pos.signal_id,
-    )
-    pf.realised_pnl += trade.net_pnl
-    pf.trades[pos.position_id] = trade
-    return trade
+    return account.book.close_trade(pos, ts, price, pos.exit_reason)  # type: ignore[arg-type]
 
 
-def apply_bar_live(pf: Portfolio, symbol: str, bar: Bar) -> list[Any]:
+def apply_bar_live(account: Account, symbol: str, bar: Bar) -> list[Any]:
     """One closed bar of `symbol` for the live book: expiry cancels, exit decisions -> venue orders."""
     bar.check()
-    pf.marks[symbol] = bar.close
+    book = account.book
+    book.marks[symbol] = bar.close
     active = [
-        p for p in pf.positions.values() if p.symbol == symbol and p.status != "closed" and p.created_ts <= bar.ts
+        p for p in book.positions.values() if p.symbol == symbol and p.status != "closed" and p.created_ts <= bar.ts
     ]
     fresh = [p for p in active if begin_bar(p, bar)]  # a bar seen before (a rerun) is skipped
     events: list[Any] = []
     orders: list[Order] = []
     for pos in fresh:
         if pos.expiry_ts is not None and bar.ts >= pos.expiry_ts:
-            cancelled = _cancel_resting(pf, pos, bar.ts, "expiry")
+            cancelled = _cancel_resting(account, pos, bar.ts, "expiry")
             events.extend(cancelled[0])
             orders.extend(cancelled[1])
         if pos.quantity == 0:
@@ -169,52 +173,40 @@ def apply_bar_live(pf: Portfolio, symbol: str, bar: Bar) -> list[Any]:
         if exit_pending(pos) or pos.entry_ts is None or bar_end <= pos.entry_ts:
             continue  # waiting for the exit's fill, or nothing was held during this bar
         trial = copy.deepcopy(pos)  # the rules mutate; the real exit happens when the venue fills
-        fired = [e for e in manage_exits(trial, bar, pf.settings, entry_bar=bar.ts <= pos.entry_ts) if isinstance(e, Exited)]
+        fired = [
+            e for e in manage_exits(trial, bar, account.settings, entry_bar=bar.ts <= pos.entry_ts) if isinstance(e, Exited)
+        ]
         if not fired:
             pos.highest_price = trial.highest_price
             continue
-        ev, rest = fired[0], _cancel_resting(pf, pos, bar_end, "exit")
+        ev, rest = fired[0], _cancel_resting(account, pos, bar_end, "exit")
         events.extend(rest[0])
         orders.extend(rest[1])
         pos.exit_reason = ev.reason
-        sell = Order(
-            client_order_id=exit_order_id(pos),
-            symbol=pos.symbol,
-            side=Side.SELL,
-            order_type=OrderType.MARKET,
-            quantity=pos.quantity,
-            price=None,
-            strategy=pos.strategy,
-            position_id=pos.position_id,
-            created_ts=bar_end,
-            purpose="exit",
-        )
-        pf.orders[sell.client_order_id] = sell
-        pf._commit("exit_intent", positions=[pos], orders=[sell, *rest[1]])  # the decision survives a crash
-        placed = pf.venue.submit(sell)  # the venue journals its own intent before sending
-        pf.orders[placed.client_order_id] = placed
+        sell = exit_order(pos, OrderType.MARKET, pos.quantity, None, bar_end)
+        book.orders[sell.client_order_id] = sell
+        account.commit("exit_intent", positions=[pos], orders=[sell, *rest[1]])  # the decision survives a crash
+        placed = account.venue.submit(sell)  # the venue journals its own intent before sending
+        book.orders[placed.client_order_id] = placed
         orders.append(placed)
         events.append(ev)
     if events or fresh:
-        pf._commit("bar_live", positions=fresh, orders=orders)
+        account.commit("bar_live", positions=fresh, orders=orders)
     return events
 
 
-def _cancel_resting(pf: Portfolio, pos: ManagedPosition, ts: datetime, why: str) -> tuple[list[Expired], list[Order]]:
+def _cancel_resting(account: Account, pos: ManagedPosition, ts: datetime, why: str) -> tuple[list[Expired], list[Order]]:
     events: list[Expired] = []
     orders: list[Order] = []
     for i, lv in enumerate(pos.entry_levels):
         if not lv.resting:
             continue
-        order = pf.venue.cancel(lv.client_order_id)
+        order = account.venue.cancel(lv.client_order_id)
         if order.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
             continue  # it filled meanwhile: its fill is booked by apply_venue_fills
         lv.expired = True
         pos.resting_levels -= 1
-        pf.orders[order.client_order_id] = order
+        account.book.orders[order.client_order_id] = order
         orders.append(order)
         events.append(Expired(i, lv.client_order_id, ts, why))  # type: ignore[arg-type]
     return events, orders
-
-
-__all__ = ["apply_bar_live", "apply_venue_fills", "exit_order_id", "exit_pending", "filled_complete", "is_live"]
