@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Columns and dtypes of every candle frame in the project.
 CANDLE_SCHEMA: dict[str, pl.DataType] = {

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from core.backtest.session import paper_execution
 from core.errors import StoreError
+from core.settings import load_settings
 from core.trading.journal import JOURNAL, VIEWS
 from core.trading.journal import check_journal_agrees as check_ledger_agrees
 from core.trading.journal import reset_journal as reset_paper_ledger
-from core.settings import load_settings
 from tests.test_alerts import Receiver
 
 

@@ -310,7 +310,16 @@ def test_open_store_when_postgres_backend_then_postgres_store(pg_dsn) -> None:
 
 def test_records_when_typed_ledger_records_stored_then_enums_come_back_as_the_same_members(store) -> None:
     from core.domain import (
-        Decision, Fill, Liquidity, Order, OrderPurpose, OrderStatus, OrderType, ReasonCode, Side, StrategyName,
+        Decision,
+        Fill,
+        Liquidity,
+        Order,
+        OrderPurpose,
+        OrderStatus,
+        OrderType,
+        ReasonCode,
+        Side,
+        StrategyName,
     )
 
     ts = datetime(2024, 3, 1, 12, tzinfo=UTC)
