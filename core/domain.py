@@ -113,7 +113,8 @@ class ReasonCode(StrEnum):
     MAX_POSITIONS = "max_positions"
     NOTIONAL_CAP = "notional_cap"
     ALLOCATION_EXHAUSTED = "allocation_exhausted"
-    BELOW_MIN_NOTIONAL = "below_min_notional"
+    BELOW_MIN_NOTIONAL = "below_min_notional"  # the sizing, or the venue's minimum order value
+    BELOW_MIN_AMOUNT = "below_min_amount"  # the venue's minimum order amount (after lot rounding)
 
 
 # How ledgers written before reason codes phrased each reason (their free text becomes the detail).

@@ -100,3 +100,37 @@ def test_batch_scored_when_same_or_equal_signals_asked_then_their_own_scores() -
     assert batch.score([make_signal("ETH", StrategyName.SWING, S)]) == [sb]  # an equal signal built again
     with pytest.raises(ValueError, match="1 scores for 2 signals"):
         BatchScored([a, b], [sa])
+
+
+def test_account_open_when_paper_rules_set_then_orders_quantized_and_below_minimum_skipped(tmp_path: Path) -> None:
+    """The paper venue's trading rules (Kraken-like BTC: lot 1e-8, tick 0.1; SOL: a 1,000 SOL minimum)
+    shape what the book stores and sends: BTC's grid is rounded (buy prices down, amounts down, the
+    position's levels equal to the orders); SOL's market buy is below the minimum, so nothing opens and
+    the decision is stored as skipped with its reason code."""
+    from core.domain import ReasonCode
+    from core.settings import PaperTradingRule
+
+    rules = {
+        "BTC": PaperTradingRule(min_order_size=0.00005, min_price_increment=0.1, min_base_amount_increment=1e-8),
+        "SOL": PaperTradingRule(min_order_size=1000.0, min_price_increment=0.01, min_base_amount_increment=0.01),
+    }
+    settings = S.model_copy(update={"execution": S.execution.model_copy(update={"paper_trading_rules": rules})})
+    plan = _plan([make_signal("BTC", StrategyName.DCA, S), make_signal("SOL", StrategyName.SWING, S)])
+    store = DuckDBStore(tmp_path / "s.duckdb")
+    store.init_schema()
+    account = paper_account(store, settings)
+    opened = account.execute(plan.skipped, plan.entries)
+    by_symbol = {e.position.symbol: e for e in plan.entries}
+    btc, sol = by_symbol["BTC"], by_symbol["SOL"]
+    assert opened == [btc.position_id]
+    for lv, raw in zip(btc.position.entry_levels, btc.orders, strict=True):
+        o = account.book.orders[lv.client_order_id]
+        assert o.quantity == lv.quantity <= raw.quantity and raw.quantity - o.quantity < 1e-8
+        assert round(o.quantity * 1e8) == pytest.approx(o.quantity * 1e8, abs=1e-6)  # on the 1e-8 lot grid
+        assert o.price == lv.price <= raw.price and raw.price - o.price < 0.1  # a buy limit rounds down
+        assert round(o.price * 10) == pytest.approx(o.price * 10, abs=1e-6)
+    assert sol.position_id not in account.book.positions
+    assert not [cid for cid in account.book.orders if cid.startswith(sol.position_id)]
+    skipped = account.book.decisions[sol.decision.signal_id]
+    assert not skipped.taken and skipped.reason is ReasonCode.BELOW_MIN_AMOUNT and "below the minimum" in skipped.detail
+    store.close()

@@ -40,7 +40,7 @@ class Execution(Protocol):
     def decided(self) -> Collection[str]:
         """Signal ids decided before (the scan never decides a signal twice)."""
 
-    def open(self, entry: PlannedEntry) -> ManagedPosition: ...
+    def open(self, entry: PlannedEntry) -> ManagedPosition | None: ...
 
     def record_skipped(self, decisions: list[Decision]) -> None: ...
 
@@ -110,8 +110,8 @@ class LedgerExecution:
     def decided(self) -> Collection[str]:
         return self.account.book.decisions
 
-    def open(self, entry: PlannedEntry) -> ManagedPosition:
-        return self.account.open(entry)
+    def open(self, entry: PlannedEntry) -> ManagedPosition | None:
+        return self.account.open(entry)  # None: the venue would refuse it (below its minimums)
 
     def record_skipped(self, decisions: list[Decision]) -> None:
         self.account.record_decisions(decisions)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.domain import Decision, Order, OrderStatus
+from core.domain import Decision, Order, OrderStatus, OrderType, ReasonCode
 from core.errors import ConfigError
 from core.positions import Bar, ManagedPosition
 from core.settings import Settings
@@ -56,15 +56,30 @@ class Account:
         self.book.decisions.update({d.signal_id: d for d in decisions})
         self.commit("decision", decisions=decisions)
 
-    def open(self, planned: PlannedEntry) -> ManagedPosition:
-        """Open a planned entry: store the position and its order intents, then place them."""
+    def open(self, planned: PlannedEntry) -> ManagedPosition | None:
+        """Open a planned entry: its orders as the venue will place them (lot and tick, so the book
+        holds exactly what is sent), stored with the position BEFORE the venue sees them, then placed.
+        An entry the venue would refuse (below its minimum amount or notional) is not opened: its
+        decision is stored as skipped with that reason code, and None is returned."""
         pid = planned.position_id
         if pid in self.book.positions:
             # The same signal never opens twice; an entry whose send failed (a live venue's timeout) is
             # sent again (the venue's submit is idempotent and searches before resending).
             self.resubmit_pending(pid)
             return self.book.positions[pid]
-        pos, intents, decision = planned.position, list(planned.orders), planned.decision
+        pos, decision = planned.position, planned.decision
+        intents: list[Order] = []
+        for o in planned.orders:
+            prepared = self.venue.prepare(o)
+            if not isinstance(prepared, Order):
+                if decision is not None and decision.signal_id not in self.book.decisions:
+                    skip = decision.model_copy(
+                        update={"taken": False, "reason": ReasonCode(prepared.reason.value), "detail": prepared.detail}
+                    )
+                    self.record_decisions([skip])
+                return None
+            intents.append(prepared)
+        _match_levels(pos, intents)
         self.book.positions[pid] = pos
         self.book.orders.update({o.client_order_id: o for o in intents})
         if decision is not None:
@@ -92,11 +107,24 @@ class Account:
         """A scan plan into the book: the skipped decisions not stored yet (one event), then each taken
         entry opened (idempotent per signal). Returns the opened position ids."""
         self.record_decisions([d for d in skipped if d.signal_id not in self.book.decisions])
-        return [self.open(e).position_id for e in entries]
+        opened = (self.open(e) for e in entries)
+        return [pos.position_id for pos in opened if pos is not None]
 
     def on_bar(self, symbol: str, bar: Bar) -> list[Any]:
         """One closed bar of `symbol` through the driver (a bar already applied is skipped)."""
         return self.driver.on_bar(self, symbol, bar)
+
+
+def _match_levels(pos: ManagedPosition, orders: list[Order]) -> None:
+    """The position's entry levels hold the quantized amount and limit price of their orders."""
+    by_id = {o.client_order_id: o for o in orders}
+    for lv in pos.entry_levels:
+        o = by_id.get(lv.client_order_id)
+        if o is None:
+            continue
+        lv.quantity = o.quantity
+        if o.order_type is OrderType.LIMIT and o.price is not None:
+            lv.price = o.price
 
 
 def build_driver(settings: Settings, venue: Venue) -> Driver:
@@ -105,7 +133,7 @@ def build_driver(settings: Settings, venue: Venue) -> Driver:
     from core.trading.live import LiveDriver
     from core.trading.simulated import SimulatedDriver
 
-    if settings.execution.mode == Mode.LIVE:
+    if Mode(settings.execution.mode) is Mode.LIVE:
         return LiveDriver(venue)
     if not isinstance(venue, SimulatedVenue):
         raise ConfigError(f"paper mode needs a venue that fills against bars; got {type(venue).__name__}")

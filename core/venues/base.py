@@ -16,11 +16,16 @@ from core.positions import Bar
 
 if TYPE_CHECKING:
     from core.venues.order_journal import OrderJournal
+    from core.venues.trading_rules import BelowMinimum
 
 
 @runtime_checkable
 class Venue(Protocol):
     name: str
+
+    def prepare(self, order: Order) -> Order | BelowMinimum:
+        """The order exactly as this venue would place it (amount and price on its grid), or why the
+        venue would refuse it (below its minimum amount or notional): a skipped decision, not an error."""
 
     def submit(self, order: Order) -> Order:
         """Place the order (idempotent by client_order_id); returns it with venue status/ids."""
