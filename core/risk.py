@@ -31,12 +31,16 @@ class RiskCheck:
 
 
 class RegimeEffects(Protocol):
-    """What core.regime.regime_effects returns."""
+    """What core.regime.regime_effects returns. Read-only members, so the frozen dataclass satisfies it."""
 
-    allow_entries: bool
-    allow_swing: bool
-    size_factor: float
-    threshold_add: float
+    @property
+    def allow_entries(self) -> bool: ...
+    @property
+    def allow_swing(self) -> bool: ...
+    @property
+    def size_factor(self) -> float: ...
+    @property
+    def threshold_add(self) -> float: ...
 
 
 @dataclass(frozen=True)

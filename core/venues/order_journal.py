@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from core.domain import Fill, Order, OrderStatus, OrderType, Side
-from core.storage.base import CandleStore
+from core.storage.base import RecordStore
 
 INTENT_KIND = "order_intent"
 ORDER_KIND = "venue_order"
@@ -160,7 +160,7 @@ class OrderJournal:
     journal. One live process owns a journal; `refresh()` re-reads the store (reconciliation does).
     """
 
-    def __init__(self, store: CandleStore) -> None:
+    def __init__(self, store: RecordStore) -> None:
         self.store = store
         self._intent_cache: dict[str, JournalIntent] | None = None
         self._order_cache: dict[str, Order] | None = None
