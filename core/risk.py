@@ -137,5 +137,8 @@ def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskC
 
 def check_min_notional(notional: float, settings: Settings) -> RiskCheck:
     if notional < settings.risk.min_order_notional or notional <= 0:
-        return RiskCheck.deny(ReasonCode.BELOW_MIN_NOTIONAL, f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}")
+        return RiskCheck.deny(
+            ReasonCode.BELOW_MIN_NOTIONAL,
+            f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}",
+        )
     return RiskCheck.ok()

@@ -351,7 +351,8 @@ def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
 
 
 def _curve_frame(curve: list[tuple[int, float, float, float]]) -> pl.DataFrame:
-    return pl.DataFrame(curve, schema={"ts": pl.Int64, "cash": pl.Float64, "equity": pl.Float64, "open_notional": pl.Float64}, orient="row").with_columns(
+    schema = {"ts": pl.Int64, "cash": pl.Float64, "equity": pl.Float64, "open_notional": pl.Float64}
+    return pl.DataFrame(curve, schema=schema, orient="row").with_columns(
         pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC")
     )
 

@@ -105,7 +105,10 @@ def matches_intent(intent: JournalIntent, view: VenueOrderView) -> bool:
     if view.from_trades:
         # Only the fills are known: a limit order's fills are at its price or better.
         if o.order_type == OrderType.LIMIT and o.price is not None and view.price is not None:
-            better = view.price <= o.price * (1 + MATCH_REL_TOL) if o.side == Side.BUY else view.price >= o.price * (1 - MATCH_REL_TOL)
+            if o.side == Side.BUY:
+                better = view.price <= o.price * (1 + MATCH_REL_TOL)
+            else:
+                better = view.price >= o.price * (1 - MATCH_REL_TOL)
             if not better:
                 return False
     # A market order carries no price of its own (the venue may echo a reference price).
