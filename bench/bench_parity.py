@@ -40,6 +40,8 @@ def run() -> list[BenchResult]:
           f"fills paper {p.paper_fills.height} / engine {p.engine_fills.height}, identical {p.identical_fills}; "
           f"{seconds:.0f} s")
     return [
-        BenchResult("parity: identical decisions, paper replay vs engine, 7d x 24 coins (%)", 100 * p.decision_share, "%", ">= 100"),
-        BenchResult("parity: identical fills, paper replay vs engine, 7d x 24 coins (%)", 100 * p.fill_share, "%", ">= 100"),
+        BenchResult("parity: identical decisions, paper replay vs engine, 7d x 24 coins (%)",
+                    100 * p.decision_share, "%", ">= 100"),
+        BenchResult("parity: identical fills, paper replay vs engine, 7d x 24 coins (%)",
+                    100 * p.fill_share, "%", ">= 100"),
     ]

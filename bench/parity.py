@@ -8,9 +8,9 @@ Decisions are compared on (signal id, symbol, strategy, taken, reason code) exac
 to a relative 1e-9; fills on (client order id, side, time) exactly and price, quantity and fee to a
 relative 1e-9. The tolerance is floating-point rounding only: the scan detects on its window of the last
 bars, the engine once over the whole history, and rolling-window features (e.g. the 24h volatility that
-sizing uses) accumulate their sums from different first bars, so they agree to ~1e-15, not to the bit. The engine marks positions still open when the
-window's data ends out at their last close (`end_of_data`); a paper account keeps them open, so those
-exits are left out of the comparison.
+sizing uses) accumulate their sums from different first bars, so they agree to ~1e-15, not to the bit.
+The engine marks positions still open when the window's data ends out at their last close
+(`end_of_data`); a paper account keeps them open, so those exits are left out of the comparison.
 """
 
 from __future__ import annotations

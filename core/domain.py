@@ -13,6 +13,8 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.errors import DataQualityError
+
 # Columns and dtypes of every candle frame in the project.
 CANDLE_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.Utf8(),
@@ -45,6 +47,14 @@ def timeframe_duration(timeframe: str) -> timedelta:
 def bars_in(window: timedelta, timeframe: str) -> int:
     """How many bars of `timeframe` a time window spans (at least 1)."""
     return max(1, int(window / timeframe_duration(timeframe)))
+
+
+def ts_bounds(ts: pl.Series) -> tuple[datetime, datetime]:
+    """First and last value of a Datetime column (polars types min/max as any scalar, so check it)."""
+    first, last = ts.min(), ts.max()
+    if not isinstance(first, datetime) or not isinstance(last, datetime):
+        raise DataQualityError(f"column {ts.name!r} ({ts.dtype}) has no timestamps: min {first!r}, max {last!r}")
+    return first, last
 
 
 class _Frozen(BaseModel):

@@ -106,7 +106,8 @@ class StrategyManager:
             best = group[0]
             winners.append(best)
             for lost in group[1:]:
-                out.decisions.append(self._decision(lost, regime, ts, ReasonCode.LOST_CONFLICT, self._conflict_reason(best, lost)))
+                reason = self._conflict_reason(best, lost)
+                out.decisions.append(self._decision(lost, regime, ts, ReasonCode.LOST_CONFLICT, reason))
 
         # 2. Across symbols: EV, then confidence, then symbol (determinism).
         winners.sort(key=lambda c: (-c.ev, -c.scores.confidence, c.signal.symbol))

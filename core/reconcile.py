@@ -160,7 +160,9 @@ def reconcile(
 
     # 3. Open venue orders that are not ours (placed by hand, or by another bot on the account).
     ours = journal.claimed_venue_ids()
-    unknown_open = sorted(v.venue_order_id for v in snap.orders if v.venue_order_id not in ours and v.status not in FINAL_STATUSES)
+    unknown_open = sorted(
+        v.venue_order_id for v in snap.orders if v.venue_order_id not in ours and v.status not in FINAL_STATUSES
+    )
 
     # 4. Fills: record the ones of our orders not yet journalled.
     by_venue_id = {o.venue_order_id: o for o in journal.orders() if o.venue_order_id}

@@ -31,12 +31,16 @@ class RiskCheck:
 
 
 class RegimeEffects(Protocol):
-    """What core.regime.regime_effects returns."""
+    """What core.regime.regime_effects returns. Read-only members, so the frozen dataclass satisfies it."""
 
-    allow_entries: bool
-    allow_swing: bool
-    size_factor: float
-    threshold_add: float
+    @property
+    def allow_entries(self) -> bool: ...
+    @property
+    def allow_swing(self) -> bool: ...
+    @property
+    def size_factor(self) -> float: ...
+    @property
+    def threshold_add(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -133,5 +137,8 @@ def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskC
 
 def check_min_notional(notional: float, settings: Settings) -> RiskCheck:
     if notional < settings.risk.min_order_notional or notional <= 0:
-        return RiskCheck.deny(ReasonCode.BELOW_MIN_NOTIONAL, f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}")
+        return RiskCheck.deny(
+            ReasonCode.BELOW_MIN_NOTIONAL,
+            f"order notional {notional:.2f} < minimum {settings.risk.min_order_notional:.2f}",
+        )
     return RiskCheck.ok()

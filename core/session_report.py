@@ -124,7 +124,8 @@ def write_session_report(
     png = equity_comparison_png(curves, capital, directory / "equity_ml_vs_rule.png",
                                 "ML-filtered vs rule-only vs buy-and-hold BTC, same bars")
     rows = comparison_rows(ml_report.summary, rule_report.summary, bh_stats)
-    (directory / "comparison.json").write_text(json.dumps({"comparison": rows, "paper": paper, "notes": notes}, indent=2, default=str) + "\n")
+    comparison = {"comparison": rows, "paper": paper, "notes": notes}
+    (directory / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
     table = "".join(
         f"<tr><td>{html.escape(r['metric'])}</td><td>{html.escape(fmt(r['metric'], r['ml']))}</td>"
         f"<td>{html.escape(fmt(r['metric'], r['rule_only']))}</td>"

@@ -82,7 +82,9 @@ def prepare_session(
         return SessionPlan(syms, start, stop, oos_start, champions)
 
 
-def replay(rt: Runtime, plan: SessionPlan, step: timedelta, progress: Callable[[str, int, int], None] | None = None) -> tuple[int, float]:
+def replay(
+    rt: Runtime, plan: SessionPlan, step: timedelta, progress: Callable[[str, int, int], None] | None = None
+) -> tuple[int, float]:
     """One scan-and-trade flow run per simulated step: it upserts the bars that closed in the step,
     brings the positions up to date on them, then scans. Called from a flow these are subflow runs;
     from `mlcrypto run` they are top-level flow runs (no subflow tracking task run: ~4x less overhead)."""

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 from models.dataset import STRATEGIES, StrategyEvents, build_events, load_history
 from models.evaluate import WalkForwardResult, walk_forward
 from models.oos import oos_backtest
@@ -93,7 +93,7 @@ def train_all(
     *,
     log: bool = True,
     backtest: bool = True,
-    outcomes_store: CandleStore | None = None,
+    outcomes_store: Store | None = None,
 ) -> list[TrainingReport]:
     """Train every strategy on `bars` (default: the shipped history of settings.data.symbols); with
     `outcomes_store`, plus the stored paper/live outcomes (SPEC 5's learning loop, models.outcomes)."""

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from core.backtest.execution import Execution, FastExecution
-from core.domain import Decision, Regime, timeframe_duration
+from core.domain import Decision, Regime, timeframe_duration, ts_bounds
 from core.errors import DataQualityError
 from core.manager import StrategyManager
 from core.positions import Bar, ManagedPosition
@@ -114,9 +114,9 @@ def run_backtest(
     tf = validate_bars(bars)
     dur = timeframe_duration(tf)
     dur_us = int(dur / timedelta(microseconds=1))
-    ts_all = bars.get_column("ts")
-    start = start or ts_all.min()
-    end = end or (ts_all.max() + dur)
+    first, last = ts_bounds(bars.get_column("ts"))
+    start = start or first
+    end = end or (last + dur)
     if start >= end:
         raise DataQualityError(f"backtest window is empty: start {start} >= end {end}")
     timings: dict[str, float] = {}
@@ -201,11 +201,11 @@ def run_backtest(
         idx = by_bar.get(t)
         if idx:
             for sym in {signals[j].symbol for j in idx}:
-                ser = series.get(sym)
-                if ser is not None:
-                    pos_i = bisect_left(ser.ts, t)
-                    if pos_i < len(ser.ts) and ser.ts[pos_i] == t:
-                        marks[sym] = ser.close[pos_i]
+                sig_ser = series.get(sym)
+                if sig_ser is not None:
+                    pos_i = bisect_left(sig_ser.ts, t)
+                    if pos_i < len(sig_ser.ts) and sig_ser.ts[pos_i] == t:
+                        marks[sym] = sig_ser.close[pos_i]
             view = risk_view(ex.cash, open_pos + ending + stranded, marks)
             r_i = bisect_right(reg_ts, t) - 1
             regime = (reg_val[r_i], reg_why[r_i]) if r_i >= 0 else (Regime.NORMAL, "no regime data")
@@ -353,7 +353,8 @@ def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
 
 
 def _curve_frame(curve: list[tuple[int, float, float, float]]) -> pl.DataFrame:
-    return pl.DataFrame(curve, schema={"ts": pl.Int64, "cash": pl.Float64, "equity": pl.Float64, "open_notional": pl.Float64}, orient="row").with_columns(
+    schema = {"ts": pl.Int64, "cash": pl.Float64, "equity": pl.Float64, "open_notional": pl.Float64}
+    return pl.DataFrame(curve, schema=schema, orient="row").with_columns(
         pl.from_epoch("ts", time_unit="us").dt.replace_time_zone("UTC")
     )
 

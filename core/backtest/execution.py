@@ -84,10 +84,14 @@ class FastExecution:
         for ev in events:
             if isinstance(ev, Filled):
                 self._cash -= ev.price * ev.quantity + ev.fee
-                self._fills.append((pos.position_id, ev.client_order_id, "buy", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+                self._fills.append(
+                    (pos.position_id, ev.client_order_id, "buy", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity)
+                )
             elif isinstance(ev, Exited):
                 self._cash += ev.price * ev.quantity - ev.fee
-                self._fills.append((pos.position_id, f"{pos.position_id}:x", "sell", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity))
+                self._fills.append(
+                    (pos.position_id, f"{pos.position_id}:x", "sell", ev.ts, ev.price, ev.quantity, ev.fee, ev.liquidity)
+                )
 
     def fills(self) -> pl.DataFrame:
         return pl.DataFrame(self._fills, schema=FILL_SCHEMA, orient="row")

@@ -17,7 +17,7 @@ import polars as pl
 from core.backtest.engine import BacktestResult, Progress, run_backtest
 from core.backtest.execution import Execution, LedgerExecution
 from core.backtest.report import Report, write_report
-from core.domain import timeframe_duration
+from core.domain import timeframe_duration, ts_bounds
 from core.errors import ConfigError, DataQualityError
 from core.regime import BENCHMARK
 from core.scoring import Scorer
@@ -157,7 +157,7 @@ def last_window(store: Store, symbols: list[str], timeframe: str, days: int) -> 
     cov = store.coverage().filter(pl.col("symbol").is_in(symbols) & (pl.col("timeframe") == timeframe))
     if cov.height == 0:
         raise DataQualityError(f"no {timeframe} bars for {symbols} in the store; run `mlcrypto import` first")
-    end = cov.get_column("last").max() + timeframe_duration(timeframe)
+    end = ts_bounds(cov.get_column("last"))[1] + timeframe_duration(timeframe)
     return end - timedelta(days=days), end
 
 

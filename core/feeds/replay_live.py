@@ -34,7 +34,7 @@ from core.domain import CANDLE_SCHEMA, timeframe_duration
 from core.feeds.polygon_schemas import MINUTE_MS
 from core.feeds.replay_server import ReplayTape, ReplayWsServer
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -83,7 +83,7 @@ def plan_live_replay(
 
 
 def prepare_live_replay(
-    settings: Settings, store: CandleStore, symbols: list[str], now: datetime, *, history_days: int = 40
+    settings: Settings, store: Store, symbols: list[str], now: datetime, *, history_days: int = 40
 ) -> ReplayTape:
     """Write the re-timed history into the store and return the tape of bars still to stream."""
     anchor = settings.feed.replay_anchor

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from core.errors import ConfigError
 from core.settings import Settings
-from core.storage.base import CandleStore
+from core.storage.base import Store
 from core.venues.base import Venue
 
 if TYPE_CHECKING:  # the live venue imports httpx: only load it when live trading is asked for
@@ -29,7 +29,7 @@ def live_allowed(settings: Settings) -> bool:
     return ex.mode == "live" and ex.confirm_live is True
 
 
-def build_venue(settings: Settings, store: CandleStore) -> Venue:
+def build_venue(settings: Settings, store: Store) -> Venue:
     """A PaperVenue unless live trading is explicitly confirmed; then a HummingbotVenue journalling
     its orders in `store`."""
     ex = settings.execution
@@ -42,7 +42,7 @@ def build_venue(settings: Settings, store: CandleStore) -> Venue:
     return build_live_venue(settings, store)
 
 
-def build_live_venue(settings: Settings, store: CandleStore) -> HummingbotVenue:
+def build_live_venue(settings: Settings, store: Store) -> HummingbotVenue:
     if not live_allowed(settings):
         raise ConfigError(LIVE_REFUSED.format(mode=settings.execution.mode, confirm=settings.execution.confirm_live))
     from core.venues.hummingbot import HummingbotVenue

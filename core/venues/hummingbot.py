@@ -441,7 +441,8 @@ class HummingbotVenue:
         try:
             return HummingbotOrderAck.model_validate(raw)
         except ValidationError:  # accepted, but we cannot read its id: as ambiguous as a timeout
-            raise _Ambiguous(TemporaryVenueError(f"Hummingbot /trading/orders answered an unreadable ack: {raw!r:.200}")) from None
+            unreadable = TemporaryVenueError(f"Hummingbot /trading/orders answered an unreadable ack: {raw!r:.200}")
+            raise _Ambiguous(unreadable) from None
 
     def _unconfigured(self) -> bool:
         try:

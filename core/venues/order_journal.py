@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from core.domain import Fill, Order, OrderStatus, OrderType, Side
-from core.storage.base import CandleStore
+from core.storage.base import RecordStore
 
 INTENT_KIND = "order_intent"
 ORDER_KIND = "venue_order"
@@ -105,7 +105,10 @@ def matches_intent(intent: JournalIntent, view: VenueOrderView) -> bool:
     if view.from_trades:
         # Only the fills are known: a limit order's fills are at its price or better.
         if o.order_type == OrderType.LIMIT and o.price is not None and view.price is not None:
-            better = view.price <= o.price * (1 + MATCH_REL_TOL) if o.side == Side.BUY else view.price >= o.price * (1 - MATCH_REL_TOL)
+            if o.side == Side.BUY:
+                better = view.price <= o.price * (1 + MATCH_REL_TOL)
+            else:
+                better = view.price >= o.price * (1 - MATCH_REL_TOL)
             if not better:
                 return False
     # A market order carries no price of its own (the venue may echo a reference price).
@@ -160,7 +163,7 @@ class OrderJournal:
     journal. One live process owns a journal; `refresh()` re-reads the store (reconciliation does).
     """
 
-    def __init__(self, store: CandleStore) -> None:
+    def __init__(self, store: RecordStore) -> None:
         self.store = store
         self._intent_cache: dict[str, JournalIntent] | None = None
         self._order_cache: dict[str, Order] | None = None

@@ -48,7 +48,8 @@ async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
 def stream(
     symbols: SymbolsOpt = None,
     source: Annotated[
-        str, typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay).")
+        str,
+        typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay)."),
     ] = "auto",
     seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
 ) -> None:
