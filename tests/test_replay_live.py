@@ -93,13 +93,14 @@ def test_prepare_live_replay_when_stream_restarted_later_then_first_offset_kept(
     from core.storage.duckdb_store import DuckDBStore
 
     settings = load_settings(data={"var_dir": tmp_path})
-    first = datetime(2031, 5, 6, 10, 20, 30, tzinfo=UTC)
+    # A start in the recent past: the store refuses bars from the future (core.plausibility).
+    first = (datetime.now(UTC) - timedelta(days=1)).replace(minute=20, second=30, microsecond=0)
     later = first + timedelta(hours=2, minutes=7)
     with DuckDBStore(tmp_path / "s.duckdb") as store:
         tape1 = prepare_live_replay(settings, store, ["BTC"], first)
         tape2 = prepare_live_replay(settings, store, ["BTC"], later)
         stored = store.read_many(["BTC"], "1m")
-    offset = datetime(2031, 5, 6, 10, tzinfo=UTC) - ANCHOR
+    offset = first.replace(minute=0, second=0) - ANCHOR
     assert tape1.s_ms[0] == int(first.replace(second=0).timestamp() * 1000)
     assert tape2.s_ms[0] == int(later.replace(second=0).timestamp() * 1000)
     # one mapping: every stored minute is a recorded minute shifted by the first start's offset

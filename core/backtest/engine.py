@@ -215,9 +215,10 @@ def run_backtest(
             decisions.extend(plan.decisions)
             ex.record_skipped(plan.skipped)
             for entry in plan.entries:
-                pos = ex.open(entry)
-                if pos is None:
+                opened = ex.open(entry)
+                if opened is None:
                     continue  # the paper venue's minimums refused it: recorded as skipped by the account
+                pos = opened
                 ser = series[pos.symbol]
                 cursor[pos.position_id] = bisect_left(ser.ts, close_us)
                 if cursor[pos.position_id] < len(ser.ts):
