@@ -161,10 +161,16 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
                 await ws.stop()
 
     async def _stream(url: str, rest_url: str, key, writer: CandleWriter, stop: asyncio.Event) -> dict[str, int]:  # noqa: ANN001
+        from core.plausibility import Bounds
+
+        bounds = Bounds.from_settings(s)  # the same bounds, backoff and repair limits as `mlcrypto stream`
         rest = PolygonRestClient.from_settings(s, base_url=rest_url, api_key=key)
+        rest.bounds = bounds
         client = PolygonStreamClient(
             url=url, api_key=key, symbols=symbols, quote=s.data.quote, writer=writer, rest=rest,
             reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
+            bounds=bounds, stable_seconds=f.stable_connection_seconds,
+            repair_min_interval=f.repair_min_interval_seconds, reject_log_interval=f.reject_log_interval_seconds,
         )
         try:
             await client.run(stop)
@@ -172,7 +178,9 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
             await writer.flush()
             await rest.aclose()
         return {"rows_written": writer.metrics.rows_written, "batches": writer.metrics.batches,
-                "connects": client.metrics.connects, "repaired_rows": client.metrics.repaired_rows}
+                "connects": client.metrics.connects, "repaired_rows": client.metrics.repaired_rows,
+                "write_failures": writer.metrics.write_failures, "rows_rejected": writer.metrics.rows_rejected,
+                "bad_messages": sum(client.counters.bad_by_kind().values())}
 
     stats = asyncio.run(main())
     get_run_logger().info("stream stopped: %s", stats)
