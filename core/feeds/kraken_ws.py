@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -31,9 +32,11 @@ import polars as pl
 import websockets
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.boundary import is_process_control
 from core.domain import CANDLE_SCHEMA
 from core.feeds.ingest import CandleWriter
 from core.feeds.kraken_rest import KrakenRest, repair_gaps
+from core.plausibility import Bounds
 from core.retry import capped_backoff
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,9 @@ class KrakenCounters:
     closed: int = 0
     stale: int = 0  # an update for an interval older than the running one
     malformed: int = 0
+    unknown_pair: int = 0  # candles of a pair this client did not subscribe
+    implausible: int = 0  # candles outside the plausibility bounds (time, prices, volume)
+    boundary_errors: int = 0  # any other failure while handling one frame (counted, never fatal)
     heartbeats: int = 0
     rejected_symbols: list[str] = field(default_factory=list)
 
@@ -137,7 +143,9 @@ class KrakenStreamClient:
         repair_lookback: timedelta | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        bounds: Bounds | None = None,
     ) -> None:
+        self.bounds = bounds or Bounds()
         self.url = url
         self.symbols = dict(symbols)
         self.quote = quote
@@ -160,6 +168,12 @@ class KrakenStreamClient:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Stream until `stop` is set; every failure reconnects (after backoff) and repairs the gap."""
         stop = stop or asyncio.Event()
+        try:
+            await self._run(stop)
+        finally:
+            await self.writer.close()  # the bars received are written even when the stream dies
+
+    async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             try:
@@ -171,6 +185,8 @@ class KrakenStreamClient:
                     await self._read(ws, stop)
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 log.warning("Kraken stream %s disconnected: %s: %s", self.url, type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - never fatal: reconnect after backoff
+                log.error("Kraken stream %s failed: %s: %.200s; reconnecting", self.url, type(exc).__name__, exc)
             if stop.is_set():
                 break
             self.metrics.disconnects += 1
@@ -183,7 +199,6 @@ class KrakenStreamClient:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
-        await self.writer.close()
 
     async def _subscribe(self, ws: websockets.ClientConnection) -> None:
         self._req_id += 1
@@ -204,7 +219,7 @@ class KrakenStreamClient:
                     self.counters.rejected_symbols.append(str(symbol))
                     log.error("Kraken refused the ohlc subscription of %s: %s", symbol, msg.get("error"))
             else:
-                await self._handle(msg, time.monotonic())
+                await self._on_frame(msg)
         log.info("subscribed to ohlc of %d pairs on %s", len(self.symbols), self.url)
 
     async def _repair(self) -> None:
@@ -226,9 +241,11 @@ class KrakenStreamClient:
     def _decode(self, raw: str | bytes) -> dict[str, Any] | None:
         try:
             msg = json.loads(raw)
-        except ValueError:
+        except BaseException as exc:  # RecursionError on deep nesting, ValueError, ...: one bad frame
+            if is_process_control(exc):
+                raise
             self.counters.malformed += 1
-            log.warning("Kraken sent a non-JSON frame: %.200r", raw)
+            log.warning("Kraken sent a frame that is not JSON (%s): %.120r", type(exc).__name__, raw[:120])
             return None
         if not isinstance(msg, dict):
             self.counters.malformed += 1
@@ -252,9 +269,39 @@ class KrakenStreamClient:
             log.warning("Kraken ohlc message not understood (%d errors): %.200r", exc.error_count(), msg)
             return
         self.counters.candles += len(parsed.data)
-        closed = self.closer.feed([c for c in parsed.data if c.interval == 1], self.counters)
+        subscribed = set(self.symbols.values())
+        ours = [c for c in parsed.data if c.symbol in subscribed]
+        self.counters.unknown_pair += len(parsed.data) - len(ours)
+        # A far-future candle would become the "running" one and make every real update look stale.
+        plausible = [c for c in ours if self._plausible(c)]
+        self.counters.implausible += len(ours) - len(plausible)
+        ours = plausible
+        closed = self.closer.feed([c for c in ours if c.interval == 1], self.counters)
         if closed:
             await self.writer.add(candles_frame(closed, self.quote), received)
+
+    def _plausible(self, c: KrakenOhlcCandle) -> bool:
+        b = self.bounds
+        begin = c.interval_begin.astimezone(UTC)
+        if begin < b.earliest or begin > self.clock() + timedelta(minutes=max(1, c.interval)):
+            return False
+        prices = (c.open, c.high, c.low, c.close)
+        if not all(math.isfinite(p) and b.min_price <= p <= b.max_price for p in prices):
+            return False
+        return math.isfinite(c.volume) and 0 <= c.volume <= b.max_volume
+
+    async def _on_frame(self, raw: str | bytes | dict[str, Any]) -> None:
+        """One frame inside the input boundary: whatever it holds, it is handled or counted, never
+        fatal to the stream (process control still propagates)."""
+        try:
+            msg = raw if isinstance(raw, dict) else self._decode(raw)
+            if msg is not None:
+                await self._handle(msg, time.monotonic())
+        except BaseException as exc:
+            if is_process_control(exc):
+                raise
+            self.counters.boundary_errors += 1
+            log.warning("Kraken frame dropped (%s: %.200s)", type(exc).__name__, exc)
 
     async def _read(self, ws: websockets.ClientConnection, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
@@ -265,8 +312,6 @@ class KrakenStreamClient:
                 if recv not in done:
                     recv.cancel()
                     return
-                msg = self._decode(recv.result())
-                if msg is not None:
-                    await self._handle(msg, time.monotonic())
+                await self._on_frame(recv.result())
         finally:
             stopper.cancel()
