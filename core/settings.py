@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -262,7 +263,16 @@ class FeedSettings(_Section):
     replay_events_per_message: int = Field(default=1000, ge=1, le=100_000, description="Fast replay packing.")
 
 
+class DecisionRule(StrEnum):
+    """How a model-scored signal is accepted (core.decision_rule; docs/ml.md "Decision rule")."""
+
+    EV = "ev"  # net expected value from p and the model's own TP/SL, after fees and slippage, above ml.min_ev
+    THRESHOLD = "threshold"  # SPEC: calibrated p >= strategy.<name>.min_confidence
+
+
 class MLSettings(_Section):
+    decision_rule: DecisionRule = DecisionRule.EV
+    min_ev: float = Field(default=0.0, ge=-0.05, le=0.05, description="EV rule: take when net EV > this (fraction of notional).")
     tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
     experiment_prefix: str = "mlcrypto"
     registered_model_prefix: str = "mlcrypto"
