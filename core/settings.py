@@ -273,6 +273,9 @@ class DecisionRule(StrEnum):
 class MLSettings(_Section):
     decision_rule: DecisionRule = DecisionRule.EV
     min_ev: float = Field(default=0.0, ge=-0.05, le=0.05, description="EV rule: take when net EV > this (fraction of notional).")
+    outcome_features: bool = Field(
+        default=False, description="Own settled outcomes as features (models.edge_features); a scorer must supply them."
+    )
     tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
     experiment_prefix: str = "mlcrypto"
     registered_model_prefix: str = "mlcrypto"

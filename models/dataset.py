@@ -16,6 +16,7 @@ from core.domain import StrategyName
 from core.errors import DataQualityError
 from core.settings import Settings
 from core.strategies.registry import FEATURE_NAMES, detect_all
+from models.edge_features import OUTCOME_FEATURES, outcome_features
 from models.features import CONTEXT_FEATURES, context_features, event_features
 from models.labels import label_events
 
@@ -75,6 +76,9 @@ def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, 
             out[strategy] = StrategyEvents(strategy, names, pl.DataFrame())
             continue
         feats = event_features(mine, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings, context)
+        if settings.ml.outcome_features:  # the strategy's own results settled before each signal (opt-in)
+            feats = feats.join(outcome_features(mine, mine), on=["symbol", "ts", "strategy"], how="left")
+            names = [*names, *OUTCOME_FEATURES]
         events = mine.drop("features").join(feats, on=keys, how="left")
         out[strategy] = StrategyEvents(strategy, names, events.sort("ts", "symbol"))
     return out

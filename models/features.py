@@ -17,9 +17,11 @@ from core.domain import timeframe_duration
 from core.errors import DataQualityError
 from core.regime import regime_frame
 from core.settings import Settings
+from models.edge_features import EDGE_CONTEXT_FEATURES, edge_context_features
 
 COIN_FEATURES: tuple[str, ...] = (
     "coin_vol_30d", "coin_liquidity_30d", "coin_vol_ratio_3d_30d", "coin_dist_support_72h", "coin_dist_resistance_72h",
+    *EDGE_CONTEXT_FEATURES,  # issue 12: cross-sectional ranks, BTC trend, calendar, vol percentiles (edge_features)
 )  # fmt: skip
 # Market feature -> column of core.regime.regime_frame it comes from.
 _REGIME_INPUTS: dict[str, str] = {
@@ -67,6 +69,7 @@ def coin_features(bars: pl.DataFrame, timeframe: str) -> pl.DataFrame:
             coin_dist_resistance_72h=pl.col("high").rolling_max_by("ts", "72h").over("symbol") / pl.col("close") - 1.0,
         )
         .with_columns(coin_vol_ratio_3d_30d=pl.col("_vol_3d") / pl.col("coin_vol_30d"))
+        .join(edge_context_features(bars, timeframe), on=["symbol", "ts"], how="left")
         .select("symbol", "ts", *COIN_FEATURES)
     )
 
