@@ -273,6 +273,7 @@ class DecisionRule(StrEnum):
 class MLSettings(_Section):
     decision_rule: DecisionRule = DecisionRule.EV
     min_ev: float = Field(default=0.0, ge=-0.05, le=0.05, description="EV rule: take when net EV > this (fraction of notional).")
+    edge_features: bool = Field(default=False, description="Add models.edge_features' context inputs (issue 12; see docs/ml.md).")
     outcome_features: bool = Field(
         default=False, description="Own settled outcomes as features (models.edge_features); a scorer must supply them."
     )

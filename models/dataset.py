@@ -17,15 +17,20 @@ from core.errors import DataQualityError
 from core.settings import Settings
 from core.strategies.registry import FEATURE_NAMES, detect_all
 from models.edge_features import OUTCOME_FEATURES, outcome_features
-from models.features import CONTEXT_FEATURES, context_features, event_features
+from models.features import CONTEXT_FEATURES, context_feature_names, context_features, event_features
 from models.labels import label_events
 
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in StrategyName)
 
 
-def feature_names(strategy: str) -> list[str]:
-    """Model inputs of a strategy: its own detector features, then the shared context features."""
-    return [*FEATURE_NAMES[StrategyName(strategy)], *CONTEXT_FEATURES]
+def feature_names(strategy: str, settings: Settings | None = None) -> list[str]:
+    """Model inputs of a strategy: its own detector features, then the shared context features (with the
+    opt-in edge context and own-outcome features when `settings` turns them on)."""
+    names = [*FEATURE_NAMES[StrategyName(strategy)], *CONTEXT_FEATURES]
+    if settings is not None:
+        names += [f for f in context_feature_names(settings) if f not in CONTEXT_FEATURES]
+        names += list(OUTCOME_FEATURES) if settings.ml.outcome_features else []
+    return names
 
 
 @dataclass
@@ -70,7 +75,7 @@ def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, 
     keys = ["symbol", "timeframe", "ts", "strategy"]
     out: dict[str, StrategyEvents] = {}
     for strategy in strategies:
-        names = feature_names(strategy)
+        names = feature_names(strategy, settings)
         mine = labelled.filter(pl.col("strategy") == strategy) if labelled.height else labelled
         if mine.is_empty():
             out[strategy] = StrategyEvents(strategy, names, pl.DataFrame())
@@ -78,7 +83,6 @@ def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, 
         feats = event_features(mine, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings, context)
         if settings.ml.outcome_features:  # the strategy's own results settled before each signal (opt-in)
             feats = feats.join(outcome_features(mine, mine), on=["symbol", "ts", "strategy"], how="left")
-            names = [*names, *OUTCOME_FEATURES]
         events = mine.drop("features").join(feats, on=keys, how="left")
         out[strategy] = StrategyEvents(strategy, names, events.sort("ts", "symbol"))
     return out

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
+from core.domain import StrategyName
 from core.settings import load_settings
 from core.strategies.base import assert_no_lookahead, cut_points_every
-from core.strategies.registry import detect_all
+from core.strategies.registry import FEATURE_NAMES, detect_all
 from models.dataset import build_events
 from models.edge_features import EDGE_CONTEXT_FEATURES, MIN_SETTLED, OUTCOME_FEATURES, edge_context_features, outcome_features
-from models.features import CONTEXT_FEATURES
+from models.features import CONTEXT_FEATURES, event_features
 from models.labels import label_events
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
@@ -123,10 +124,24 @@ def test_coin_vol_pctile_when_hand_computed_then_rank_within_past_30_days(bars: 
     assert got == pytest.approx(expected)
 
 
-def test_build_events_when_outcome_features_enabled_then_they_are_model_inputs(bars: pl.DataFrame) -> None:
-    on = build_events(bars, load_settings(ml={"outcome_features": True}), ("swing",))["swing"]
+def test_build_events_when_edge_and_outcome_features_enabled_then_they_are_model_inputs(bars: pl.DataFrame) -> None:
+    on = build_events(bars, load_settings(ml={"edge_features": True, "outcome_features": True}), ("swing",))["swing"]
     off = build_events(bars, load_settings(), ("swing",))["swing"]
-    assert on.feature_names[-len(OUTCOME_FEATURES):] == list(OUTCOME_FEATURES)
-    assert not set(OUTCOME_FEATURES) & set(off.feature_names)
-    assert set(EDGE_CONTEXT_FEATURES) <= set(CONTEXT_FEATURES) <= set(off.feature_names)
-    assert on.events["own_strategy_win_rate"].null_count() < on.events.height * 0.3
+    assert on.feature_names == [*off.feature_names, *EDGE_CONTEXT_FEATURES, *OUTCOME_FEATURES]
+    assert not (set(EDGE_CONTEXT_FEATURES) | set(OUTCOME_FEATURES)) & set(off.feature_names)
+    assert set(CONTEXT_FEATURES) <= set(off.feature_names)
+    late = on.events.filter(pl.col("ts") > START + timedelta(days=31))
+    for f in (*EDGE_CONTEXT_FEATURES, *OUTCOME_FEATURES):
+        assert late[f].null_count() < late.height * 0.3, f
+
+
+def test_event_features_when_edge_features_on_and_future_cut_then_unchanged(bars: pl.DataFrame) -> None:
+    # The training path (detect -> event_features with the edge context) on every prefix.
+    settings = load_settings(ml={"edge_features": True})
+
+    def events(b: pl.DataFrame) -> pl.DataFrame:
+        rows = detect_all(b, settings).filter(pl.col("strategy") == "swing")
+        return event_features(rows, b, FEATURE_NAMES[StrategyName.SWING], settings).sort("ts", "symbol")
+
+    assert set(EDGE_CONTEXT_FEATURES) <= set(events(bars).columns)
+    assert_no_lookahead(events, bars, cut_points_every(bars, 3))
