@@ -52,13 +52,16 @@ def load_history(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pl.DataFrame:
-    """Shipped history from the data directory (core.data_import) as a CANDLE_SCHEMA frame sorted by (symbol, ts)."""
+    """Shipped history from the data directory (core.data_import) as a CANDLE_SCHEMA frame sorted by (symbol, ts).
+
+    Without `symbols`: the monitored coins, or every coin in the file when settings.ml.train_all_symbols
+    (issue 12 "more events"; per-coin differences stay in the coin features)."""
     timeframe = timeframe or settings.data.detection_timeframe
-    syms = list(symbols or settings.data.symbols)
+    syms = list(symbols) if symbols else (None if settings.ml.train_all_symbols else list(settings.data.symbols))
     bars = load_shipped(settings.data.data_dir, timeframe, syms, start, end)
     if bars.is_empty():
         raise DataQualityError(
-            f"no {timeframe} history for {syms} in {settings.data.data_dir} between {start} and {end}; "
+            f"no {timeframe} history for {syms or 'any symbol'} in {settings.data.data_dir} between {start} and {end}; "
             "set data.data_dir (MLCRYPTO_DATA__DATA_DIR) or widen the window"
         )
     return bars.sort("symbol", "ts")

@@ -12,7 +12,7 @@ from core.domain import StrategyName
 from core.settings import load_settings
 from core.strategies.base import assert_no_lookahead, cut_points_every
 from core.strategies.registry import FEATURE_NAMES, detect_all
-from models.dataset import build_events
+from models.dataset import build_events, load_history
 from models.edge_features import EDGE_CONTEXT_FEATURES, MIN_SETTLED, OUTCOME_FEATURES, edge_context_features, outcome_features
 from models.features import CONTEXT_FEATURES, event_features
 from models.labels import label_events
@@ -145,3 +145,17 @@ def test_event_features_when_edge_features_on_and_future_cut_then_unchanged(bars
 
     assert set(EDGE_CONTEXT_FEATURES) <= set(events(bars).columns)
     assert_no_lookahead(events, bars, cut_points_every(bars, 3))
+
+
+def test_load_history_when_train_all_symbols_then_every_coin_of_the_file(data_dir) -> None:
+    # 2024-03: the 1h file holds the 24 monitored coins and 110 others (data README).
+    window = (datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 3, tzinfo=UTC))
+    base = {"data": {"data_dir": str(data_dir)}}
+    monitored = load_history(load_settings(**base), start=window[0], end=window[1])
+    every = load_history(load_settings(**base, ml={"train_all_symbols": True}), start=window[0], end=window[1])
+    assert set(monitored["symbol"].unique()) <= set(load_settings().data.symbols)  # WIF lists on 2024-03-05
+    assert set(monitored["symbol"].unique()) < set(every["symbol"].unique())
+    assert every["symbol"].n_unique() > 100
+    # explicit symbols still win over the setting
+    only = load_history(load_settings(**base, ml={"train_all_symbols": True}), ["ETH"], start=window[0], end=window[1])
+    assert only["symbol"].unique().to_list() == ["ETH"]
