@@ -1,4 +1,4 @@
-"""Whether to take a scored signal: on net expected value (default) or on SPEC's probability thresholds.
+"""Whether to take a scored signal: on net expected value or on SPEC's probability thresholds (default).
 
 "Confidence" is the model's calibrated probability that the trade, simulated with the plan's entry and the
 venue's fees, ends with a net return > 0 (docs/ml.md). Comparing it with one fixed threshold ignores the

@@ -271,7 +271,7 @@ class DecisionRule(StrEnum):
 
 
 class MLSettings(_Section):
-    decision_rule: DecisionRule = DecisionRule.EV
+    decision_rule: DecisionRule = DecisionRule.THRESHOLD  # by the OOS book evidence, docs/ml.md "Decision rule"
     min_ev: float = Field(default=0.0, ge=-0.05, le=0.05, description="EV rule: take when net EV > this (fraction of notional).")
     edge_features: bool = Field(default=False, description="Add models.edge_features' context inputs (issue 12; see docs/ml.md).")
     train_all_symbols: bool = Field(default=False, description="Train on every coin in the data file, not just data.symbols.")
