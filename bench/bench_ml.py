@@ -25,7 +25,7 @@ from core.strategies.registry import detect_all, signals_from_frame
 def _train_all_history() -> list[BenchResult]:
     from models.dataset import STRATEGIES, build_events, load_history
     from models.evaluate import walk_forward
-    from models.pipeline import oos_backtest
+    from models.oos import oos_backtest
     from models.train import fit_strategy_model
 
     settings = load_settings()
@@ -63,7 +63,7 @@ def _train_all_history() -> list[BenchResult]:
 def _scoring() -> list[BenchResult]:
     from models.dataset import build_events, load_history
     from models.pipeline import train_strategy
-    from models.registry import promote
+    from models.promotion import promote
     from models.scorer import MLScorer
 
     with tempfile.TemporaryDirectory() as tmp:

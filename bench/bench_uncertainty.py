@@ -3,7 +3,7 @@ Sharpe (daily equity returns) of ML-filtered trading under both decision rules a
 with the Deflated Sharpe Ratio given the configurations tried.
 
 Per strategy, on all 24 monitored coins' 1h history: models.evaluate.walk_forward (default inputs), then
-models.pipeline.oos_backtest on the walk-forward test window (the engine, same bars and capital).
+models.oos.oos_backtest on the walk-forward test window (the engine, same bars and capital).
 n_trials counts the configurations compared for issue 12 on these predictions: 2 decision rules x 3
 input sets (bench_edge_features) = 6. No targets: these are the intervals the README headline quotes.
 Run: `.venv/bin/python -m bench uncertainty`.
@@ -28,7 +28,7 @@ def _daily_returns(equity: pl.DataFrame) -> np.ndarray:
 def run() -> list[BenchResult]:
     from models.dataset import STRATEGIES, build_events, load_history
     from models.evaluate import walk_forward
-    from models.pipeline import oos_backtest
+    from models.oos import oos_backtest
     from models.uncertainty import auc_interval, brier_interval, deflated_sharpe_from_returns, sharpe_interval
 
     settings = load_settings()

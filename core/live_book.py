@@ -16,8 +16,9 @@ venue (Hummingbot) fills them, so the same ledger is driven differently:
    first) and the position waits for that fill; otherwise only the trailing high moves.
 
 Venue fill times and bar times are both UTC; the bars that closed before the first entry fill do
-not trigger exits (the position held nothing during them). Partial fills wait until the order is
-complete (a partially filled level stays resting in the ledger; reconciliation shows the balance).
+not trigger exits (the position held nothing during them). A level is booked by the quantity the
+venue filled (its lot-rounded amount, `filled_complete`): when the order is complete, or when the
+venue reports it final with a part filled (a level cancelled at expiry keeps what it bought).
 """
 
 from __future__ import annotations
@@ -27,11 +28,36 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from core.domain import ClosedTrade, Fill, Order, OrderStatus, OrderType, Side, timeframe_duration
+from core.domain import (
+    ClosedTrade,
+    Fill,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    timeframe_duration,
+)
 from core.portfolio import Portfolio
-from core.positions import Bar, Exited, Expired, ManagedPosition, apply_entry_fill, begin_bar, manage_exits
+from core.positions import (
+    Bar,
+    Exited,
+    Expired,
+    ManagedPosition,
+    apply_entry_fill,
+    begin_bar,
+    manage_exits,
+)
 
-_QTY_TOL = 1e-6  # venues round amounts to their increments
+_QTY_TOL = 1e-9  # float noise only: the order's quantity is the lot-rounded amount the venue holds
+_DONE = (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED)
+
+
+def filled_complete(order: Order, venue_filled: float) -> bool:
+    """The order's fills are all in: the venue filled its whole (lot-rounded) amount, or the order
+    is final there with a part filled (a level cancelled at expiry keeps what it bought)."""
+    if venue_filled <= 0:
+        return False
+    return venue_filled >= order.quantity * (1 - _QTY_TOL) or order.status in _DONE
 
 
 def is_live(pf: Portfolio) -> bool:
@@ -64,8 +90,11 @@ def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
     for cid, group in by_order.items():
         order = pf.orders[cid]
         qty = sum(f.quantity for f in group)
-        if qty < order.quantity * (1 - _QTY_TOL):
-            continue  # partially filled: booked once complete
+        if not filled_complete(order, qty):
+            fresh = pf.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
+            if fresh is None or not filled_complete(fresh, qty):
+                continue  # partially filled and still working: booked once complete or final
+            order = fresh
         price = sum(f.price * f.quantity for f in group) / qty
         fee = sum(f.fee for f in group)
         ts = max(f.ts for f in group)
@@ -73,6 +102,7 @@ def apply_venue_fills(pf: Portfolio, fills: list[Fill]) -> list[Any]:
             pos, i = levels[cid]
             if pos.status == "closed" or pos.entry_levels[i].filled:
                 continue  # a fill after the position closed needs a person (reconciliation reports it)
+            pos.entry_levels[i].quantity = qty  # the position holds what the venue filled (lot-rounded)
             events.append(apply_entry_fill(pos, i, ts, price, fee))
         elif cid in exits and exit_pending(exits[cid]):
             pos = exits[cid]
@@ -187,4 +217,4 @@ def _cancel_resting(pf: Portfolio, pos: ManagedPosition, ts: datetime, why: str)
     return events, orders
 
 
-__all__ = ["apply_bar_live", "apply_venue_fills", "exit_order_id", "exit_pending", "is_live"]
+__all__ = ["apply_bar_live", "apply_venue_fills", "exit_order_id", "exit_pending", "filled_complete", "is_live"]

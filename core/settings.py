@@ -2,21 +2,28 @@
 
 Sources, highest priority first: keyword arguments, environment (``MLCRYPTO_<SECTION>__<KEY>``,
 e.g. ``MLCRYPTO_RISK__MAX_POSITIONS=3``), a settings file (TOML or YAML, path in
-``MLCRYPTO_SETTINGS_FILE``), then the defaults below. Unknown keys are refused, and a bad value fails at
-start-up with a message naming the field and the allowed range.
+``MLCRYPTO_SETTINGS_FILE``), then the defaults below. Unknown keys are refused (an ``MLCRYPTO_*``
+environment variable that names no setting too, with the closest valid name), and a bad value fails at
+start-up with a message naming the field and the allowed range. Settings refuse what they cannot mean:
+NaN and infinity in any float, durations <= 0, and anything but true/false for ``confirm_live``. A
+settings file that does not parse gives a ConfigError naming the file and the line. Error messages
+never print a secret: they are redacted by value (core/redact.py).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
-from datetime import timedelta
+import tomllib
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +43,7 @@ from pydantic_settings import (
 )
 
 from core.errors import ConfigError
+from core.redact import known_secrets, redact
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +65,15 @@ Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: NaN/inf in ANY float (dict values included) is refused, never silently used.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _durations_positive(self) -> _Section:
+        bad = [n for n in type(self).model_fields if isinstance(v := getattr(self, n), timedelta) and v <= timedelta(0)]
+        if bad:
+            raise ValueError(f"durations must be positive: {', '.join(bad)}")
+        return self
 
 
 class DataSettings(_Section):
@@ -69,13 +85,20 @@ class DataSettings(_Section):
     # NoDecode: env values are split by _split ("BTC,ETH SOL" or a JSON array), not JSON-only.
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(default=MONITORED_SYMBOLS, min_length=1, max_length=99)
     universe: Annotated[tuple[str, ...], NoDecode] = Field(default=SUPPORTED_SYMBOLS, min_length=1, max_length=99)
-    quote: str = "USDT"
+    quote: str = Field(default="USD", description="Quote currency of the venue's pairs (Kraken trades USD).")
     detection_timeframe: Timeframe = "1h"
     stream_timeframe: Timeframe = "1m"
     derived_timeframes: tuple[Timeframe, ...] = ("15m", "1h", "4h", "1d")
     gap_tolerance_bars: int = Field(default=1, ge=0, le=1000, description="Missing bars tolerated by the gate.")
     freshness_bars: int = Field(default=3, ge=1, le=1000, description="Max age of the last bar, in bars.")
     max_abs_return: float = Field(default=0.5, gt=0, le=10, description="Gate bound on |bar return|.")
+    # Plausibility bounds every entry (stream, REST, import, store upsert) applies: see core/plausibility.py.
+    earliest_bar: AwareDatetime = Field(
+        default=datetime(2009, 1, 3, tzinfo=UTC), description="Bars opening before this are refused."
+    )
+    min_price: float = Field(default=1e-12, gt=0, description="Prices below this are refused as implausible.")
+    max_price: float = Field(default=1e9, gt=0, description="Prices above this are refused as implausible.")
+    max_volume: float = Field(default=1e18, gt=0, description="Volumes above this are refused as implausible.")
 
     @field_validator("symbols", "universe", mode="before")
     @classmethod
@@ -216,6 +239,15 @@ class RiskSettings(_Section):
         return self
 
 
+class PaperTradingRule(_Section):
+    """One symbol's venue rules for the paper venue (the names of GET /connectors/{c}/trading-rules)."""
+
+    min_order_size: float = Field(default=0.0, ge=0)
+    min_price_increment: float = Field(gt=0)
+    min_base_amount_increment: float = Field(gt=0)
+    min_notional_size: float = Field(default=0.0, ge=0)
+
+
 class ExecutionSettings(_Section):
     mode: Literal["paper", "live"] = "paper"
     confirm_live: bool = Field(default=False, description="Must be true, together with mode=live, to trade real money.")
@@ -231,6 +263,35 @@ class ExecutionSettings(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     max_retries: int = Field(default=3, ge=0, le=20)
     backoff_seconds: float = Field(default=0.5, ge=0, le=60)
+    # --- venue trading rules and order safety (issue 10; used by core/venues) ---
+    trading_rules_ttl_seconds: float = Field(default=3600.0, gt=0, description="Cache of the live trading rules.")
+    order_settle_seconds: float = Field(
+        default=30.0, ge=0, description="Reconciliation declares an unconfirmed intent absent only after this long."
+    )
+    paper_trading_rules: dict[str, PaperTradingRule] = Field(
+        default_factory=dict,
+        description="Symbol -> lot/tick/minimums the paper venue applies (as live reads them from the venue).",
+    )
+
+    @field_validator("hummingbot_connector")
+    @classmethod
+    def _no_paper_connector(cls, v: str) -> str:
+        if v.endswith("_paper_trade"):
+            raise ValueError(
+                f"hummingbot_connector={v!r}: hummingbot-api has no paper-trade connectors (it answers 500); "
+                "paper trading is the project's own PaperVenue: set execution.mode=paper and a real connector name"
+            )
+        return v
+
+    @field_validator("confirm_live", mode="before")
+    @classmethod
+    def _strict_bool(cls, v: Any) -> bool:
+        # It guards real money: only an explicit true/false, never yes/1/on.
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in {"true", "false"}:
+            return v.strip().lower() == "true"
+        raise ValueError("execution.confirm_live takes only true or false")
 
     @model_validator(mode="after")
     def _live_needs_confirmation(self) -> ExecutionSettings:
@@ -261,6 +322,28 @@ class FeedSettings(_Section):
     replay_api_key: SecretStr = Field(default=SecretStr("replay"), description="Key the replay server accepts.")
     replay_rest_port: int = Field(default=8766, ge=0, le=65535)
     replay_events_per_message: int = Field(default=1000, ge=1, le=100_000, description="Fast replay packing.")
+    stable_connection_seconds: float = Field(
+        default=30.0, gt=0, description="A connection must last this long before the reconnect backoff resets."
+    )
+    repair_min_interval_seconds: float = Field(
+        default=60.0, ge=0, description="At most one REST gap repair per this many seconds (reconnect storms)."
+    )
+    reject_log_interval_seconds: float = Field(
+        default=60.0, gt=0, description="Dropped feed input is logged once per kind per this many seconds."
+    )
+    # Live source and keyless venue data (issue 11): Kraken's public REST (via ccxt) and WebSocket v2.
+    source: Literal["auto", "polygon", "kraken", "replay"] = Field(
+        default="auto", description="auto: Polygon with a key, else Kraken when it answers, else the local replay."
+    )
+    kraken_rest_url: str = "https://api.kraken.com"
+    kraken_ws_url: str = "wss://ws.kraken.com/v2"
+    kraken_rate_limit_ms: int = Field(default=1000, ge=0, le=60_000, description="ccxt throttle between REST calls.")
+    kraken_repair_lookback_minutes: int = Field(default=720, ge=0, le=720, description="Gap repair of an empty store.")
+    binance_quote: str = Field(default="USDT", description="Quote of the deep-history Binance backfill.")
+    replay_live: bool = Field(default=True, description="Replay re-timed to now at wall-clock pace (core.feeds.replay_live).")
+    replay_anchor: datetime = Field(
+        default=datetime(2026, 4, 7, 22, tzinfo=UTC), description="Recorded hour shown as the current hour (replay_live)."
+    )
 
 
 class DecisionRule(StrEnum):
@@ -338,18 +421,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        check_environment(os.environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = os.environ.get("MLCRYPTO_SETTINGS_FILE")
         if path:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"MLCRYPTO_SETTINGS_FILE={path} does not exist")
-            if p.suffix == ".toml":
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=p))
-            elif p.suffix in {".yaml", ".yml"}:
-                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=p))
-            else:
-                raise ConfigError(f"settings file {path} must end in .toml, .yaml or .yml")
+            sources.append(_file_source(settings_cls, Path(path)))
         return tuple(sources)
 
     # Derived paths: one place decides where things live under var_dir.
@@ -371,17 +447,99 @@ class Settings(BaseSettings):
         return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+# MLCRYPTO_* variables read elsewhere (not settings fields).
+OTHER_ENV = frozenset({"MLCRYPTO_SETTINGS_FILE", "MLCRYPTO_REQUIRE_POSTGRES", "MLCRYPTO_TEST_PG_DSN",
+                       "MLCRYPTO_BENCH_MAIN_JOB"})
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
+    """Every valid MLCRYPTO_ variable name of `model` and the prefixes under which any key is valid (dicts)."""
+    names: set[str] = set()
+    open_prefixes: set[str] = set()
+    for name, info in model.model_fields.items():
+        full = f"{prefix}{name.upper()}"
+        names.add(full)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub, subopen = _env_names(ann, full + "__")
+            names |= sub
+            open_prefixes |= subopen
+        elif getattr(ann, "__origin__", None) is dict:
+            open_prefixes.add(full + "__")
+    return names, open_prefixes
+
+
+def check_environment(environ: Any) -> None:
+    """Refuse an MLCRYPTO_* variable that names no setting, suggesting the closest valid name."""
+    names, open_prefixes = _env_names(Settings, "MLCRYPTO_")
+    valid = names | OTHER_ENV
+    unknown = [
+        k for k in environ
+        if k.upper().startswith("MLCRYPTO_") and k.upper() not in valid
+        and not any(k.upper().startswith(p) for p in open_prefixes)
+    ]
+    if unknown:
+        lines = []
+        for k in sorted(unknown):
+            close = difflib.get_close_matches(k.upper(), sorted(valid), n=1, cutoff=0.6)
+            lines.append(f"  {k}: no such setting" + (f"; did you mean {close[0]}?" if close else ""))
+        raise ConfigError("unknown MLCRYPTO_ environment variable(s):\n" + "\n".join(lines))
+
+
+def _file_source(settings_cls: type[BaseSettings], p: Path) -> PydanticBaseSettingsSource:
+    """The settings file as a source; a file that does not parse -> ConfigError naming file and line."""
+    if not p.is_file():
+        raise ConfigError(f"MLCRYPTO_SETTINGS_FILE={p} does not exist")
+    if p.suffix not in {".toml", ".yaml", ".yml"}:
+        raise ConfigError(f"settings file {p} must end in .toml, .yaml or .yml")
+    try:
+        if p.suffix == ".toml":
+            return TomlConfigSettingsSource(settings_cls, toml_file=p)
+        return YamlConfigSettingsSource(settings_cls, yaml_file=p)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib says "<problem> (at line L, column C)": no content of the file, so no secret.
+        raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"settings file {p} is not UTF-8 text (byte offset {exc.start})") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError; its text quotes the file, so only problem and line are shown
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "unknown line"
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"settings file {p} is not valid YAML at {where}: {problem}") from None
+
+
+def _masked(value: Any, depth: int = 0) -> Any:
+    """A validation input with every secret-named entry replaced, for the `got ...` of an error."""
+    from core.redact import is_secret_name
+
+    if depth > 20:
+        return "..."
+    if isinstance(value, dict):
+        return {k: "<redacted>" if is_secret_name(str(k)) else _masked(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v, depth + 1) for v in value]
+    return value
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings or raise ConfigError naming each bad field and its allowed range."""
+    """Build the settings or raise ConfigError naming each bad field and its allowed range.
+
+    The message is redacted by value: no secret (from the input, the environment or the settings file)
+    can appear in it, whatever pydantic echoes."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
+        errors = exc.errors()
+        secrets = known_secrets(extra=[overrides, *(e.get("input") for e in errors)])
         lines = []
-        for err in exc.errors():
+        for err in errors:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             secret = any(w in field for w in ("key", "password", "dsn", "webhook", "secret"))
-            got = "<redacted>" if secret else repr(err.get("input"))
+            got = "<redacted>" if secret else repr(_masked(err.get("input")))[:300]
             lines.append(f"  {field}: {err['msg']} (got {got})")
-        raise ConfigError("invalid settings:\n" + "\n".join(lines)) from None
+        raise ConfigError(redact("invalid settings:\n" + "\n".join(lines), secrets)) from None
     except SettingsError as exc:  # an env value that cannot be parsed at all (e.g. bad JSON)
-        raise ConfigError(f"invalid settings: {exc}; nested values in env take JSON") from None
+        msg = f"invalid settings: {exc}; nested values in env take JSON"
+        raise ConfigError(redact(msg, known_secrets(extra=[overrides]))) from None
+    except ConfigError as exc:
+        raise ConfigError(redact(str(exc), known_secrets(extra=[overrides]))) from None

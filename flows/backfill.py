@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from prefect import flow
 
 from flows.common import flow_runtime, parse_when, utcnow
+from flows.hooks import ALERT_HOOKS
 from tasks.data import backfill_candles
 from tasks.runtime import Runtime
 
 
-@flow(name="backfill", validate_parameters=False)
+@flow(name="backfill", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def backfill(
     symbols: list[str] | None = None,
     start: datetime | str | None = None,

@@ -9,11 +9,12 @@ from prefect import flow
 
 from core.backtest.session import last_window
 from flows.common import flow_runtime, parse_when
+from flows.hooks import ALERT_HOOKS
 from tasks.backtest import run_backtest
 from tasks.runtime import Runtime
 
 
-@flow(name="backtest", validate_parameters=False)
+@flow(name="backtest", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def backtest(
     symbols: list[str] | None = None,
     start: datetime | str | None = None,

@@ -9,11 +9,12 @@ from prefect import flow
 
 from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
+from flows.hooks import ALERT_HOOKS
 from tasks.data import load_candles, validate_candles
 from tasks.runtime import Runtime
 
 
-@flow(name="data-health", validate_parameters=False)
+@flow(name="data-health", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def data_health(
     symbols: list[str] | None = None, now: datetime | str | None = None, runtime: Runtime | None = None
 ) -> dict[str, list[str]]:

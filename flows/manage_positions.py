@@ -9,11 +9,12 @@ from typing import Any
 from prefect import flow
 
 from flows.common import flow_runtime, parse_when, utcnow
+from flows.hooks import ALERT_HOOKS
 from tasks.runtime import Runtime
 from tasks.trading import ManageSummary, manage_positions, reconcile_orders
 
 
-@flow(name="manage-positions", validate_parameters=False)
+@flow(name="manage-positions", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def manage_positions_flow(
     now: datetime | str | None = None,
     timeframe: str | None = None,

@@ -30,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.domain import timeframe_duration
 from flows.common import flow_runtime, parse_when
+from flows.hooks import ALERT_HOOKS
 from flows.scan_and_trade import scan_and_trade
 from flows.weekly_retrain import weekly_retrain
 from tasks.backtest import run_backtest
@@ -177,7 +178,7 @@ def finish_session(
         return out
 
 
-@flow(name="offline-session", validate_parameters=False)
+@flow(name="offline-session", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def offline_session(
     days: int | None = None,
     step_hours: int | None = None,

@@ -14,11 +14,15 @@ from typing import Any
 import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 
+from core.alerts import AlertKind
 from core.domain import bars_in
 from core.regime import BENCHMARK
 from core.strategies.registry import warmup_bars
 from flows.common import flow_runtime, parse_when, utcnow
+from flows.hooks import ALERT_HOOKS
+from tasks.alerts import send_alert
 from tasks.data import derive_candles, ingest_bars, load_candles, validate_candles
 from tasks.runtime import Runtime
 from tasks.trading import (
@@ -46,7 +50,7 @@ class ScanResult:
     orders: list[dict[str, Any]] = field(default_factory=list)
 
 
-@flow(name="scan-and-trade", validate_parameters=False, log_prints=False)
+@flow(name="scan-and-trade", validate_parameters=False, log_prints=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def scan_and_trade(
     symbols: list[str] | None = None,
     now: datetime | str | None = None,
@@ -76,6 +80,10 @@ def scan_and_trade(
         bars = load_candles(rt, everyone, tf, max(window, bars_in(REGIME_HISTORY, tf)), when)
         scan_bars = bars.filter(pl.col("symbol").is_in(wanted)).group_by("symbol", maintain_order=True).tail(window)
         gate = validate_candles(rt, scan_bars, wanted, when)
+        if not gate.passed_symbols and runtime is None:  # deployed run: no coin tradable is not "fine"
+            send_alert(rt, AlertKind.DATA_HEALTH.value, f"scan at {when:%Y-%m-%d %H:%M} UTC: the data gate failed "
+                       f"for every symbol; nothing traded", [f"failed: {', '.join(gate.failed_symbols)}"])
+            return Failed(message=f"data gate failed for all {len(wanted)} symbols; nothing traded")  # type: ignore[return-value]
         signals = detect_signals(rt, scan_bars, gate.passed_symbols, when)
         scores = score_signals(rt, signals, bars)
         regime, _ = assess_regime(rt, bars.filter(pl.col("symbol").is_in(market)), when)

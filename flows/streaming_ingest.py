@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.common import flow_runtime
+from flows.hooks import ALERT_HOOKS
 from tasks.data import ingest_stream
 from tasks.runtime import Runtime
 
 
-@flow(name="streaming-ingest", validate_parameters=False)
+@flow(name="streaming-ingest", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def streaming_ingest(
     symbols: list[str] | None = None,
     seconds: float | None = None,

@@ -8,11 +8,12 @@ from typing import Any
 from prefect import flow
 
 from flows.common import flow_runtime, parse_when
+from flows.hooks import ALERT_HOOKS
 from tasks.ml import build_labels, evaluate_models, load_training_bars, promote_if_better, register_challenger, train_models
 from tasks.runtime import Runtime
 
 
-@flow(name="weekly-retrain", validate_parameters=False)
+@flow(name="weekly-retrain", validate_parameters=False, on_failure=ALERT_HOOKS, on_crashed=ALERT_HOOKS)
 def weekly_retrain(
     end: datetime | str | None = None,
     strategies: list[str] | None = None,

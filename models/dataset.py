@@ -67,7 +67,9 @@ def load_history(
     return bars.sort("symbol", "ts")
 
 
-def build_events(bars: pl.DataFrame, settings: Settings, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, StrategyEvents]:
+def build_events(
+    bars: pl.DataFrame, settings: Settings, strategies: tuple[str, ...] = STRATEGIES
+) -> dict[str, StrategyEvents]:
     """Labelled events per strategy from one candle frame (one timeframe).
 
     Detection, simulation and the context features each run once over all strategies' events.

@@ -18,7 +18,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from core.backtest.buy_and_hold import BENCHMARK_SYMBOL, buy_and_hold
 from core.settings import Settings
 from models.train import STRATEGY_OUTPUTS, TARGETS, fit_strategy_model
-from models.walkforward import walk_forward_folds
+from models.walkforward import Fold, walk_forward_folds
 
 PRED_PREFIX = "pred_"
 BUY_AND_HOLD_METRICS = ("total_return", "sharpe", "max_drawdown", "trades", "fees", "final_equity")
@@ -77,7 +77,9 @@ def regression_metrics(frame: pl.DataFrame, strategy: str) -> dict[str, float]:
     return out
 
 
-def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings) -> WalkForwardResult:
+def walk_forward(
+    events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings
+) -> WalkForwardResult:
     """Evaluate on labelled, filled events (columns: ts, label_end, success, targets, features)."""
     threshold = float(getattr(settings.strategy, strategy).min_confidence)
     events = events.sort("ts")
@@ -112,7 +114,7 @@ def walk_forward(events: pl.DataFrame, strategy: str, feature_names: list[str], 
     return result
 
 
-def _train_base_rates(events: pl.DataFrame, folds: list) -> list[float]:
+def _train_base_rates(events: pl.DataFrame, folds: list[Fold]) -> list[float]:
     y = events["success"].to_numpy()
     return [float(y[f.train_idx].mean()) for f in folds]
 

@@ -1,9 +1,10 @@
 """Model inputs for a detection event: the strategy's own feature columns plus coin and market context.
 
 Coin features let one model per strategy adapt per coin (SPEC 3: no model per coin); market features
-(the circuit breaker's inputs from core.regime) describe the tape the signal fired in. Every value at bar t is computed from bars with ts <= t only:
-rolling windows are time-based and right-closed, and returns are only taken across consecutive bars so
-that a hole in the data (e.g. 2024-07-15 .. 2024-09-07) is never bridged as if it were one bar.
+(the circuit breaker's inputs from core.regime) describe the tape the signal fired in. Every value at
+bar t is computed from bars with ts <= t only: rolling windows are time-based and right-closed, and
+returns are only taken across consecutive bars so that a hole in the data (e.g. 2024-07-15 .. 2024-09-07)
+is never bridged as if it were one bar.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def event_features(
     Float64 (missing values are null; xgboost treats them as missing). `context` (context_features of the
     same bars) can be passed when it was already computed.
     """
-    ids = {"symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": bars.schema["ts"], "strategy": pl.Utf8}
+    ids: dict[str, pl.DataType | type[pl.DataType]] = {
+        "symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": bars.schema["ts"], "strategy": pl.Utf8
+    }
     if signal_rows.is_empty():
         return pl.DataFrame(schema={**ids, **{f: pl.Float64 for f in (*feature_names, *context_feature_names(settings))}})
     own = signal_rows.select(*ids, "features").unnest("features")

@@ -33,12 +33,14 @@ def simulate_events(signal_rows: pl.DataFrame, bars: pl.DataFrame, settings: Set
     if outcomes.height != signal_rows.height:
         raise ValueError(f"simulate_many returned {outcomes.height} outcomes for {signal_rows.height} signals")
     # simulate_many keeps the signal order; its key columns repeat ours and are dropped.
-    return pl.concat([signal_rows, outcomes.drop(c for c in outcomes.columns if c in signal_rows.columns)], how="horizontal")
+    extra = outcomes.drop(c for c in outcomes.columns if c in signal_rows.columns)
+    return pl.concat([signal_rows, extra], how="horizontal")
 
 
 def time_to_best_hours(events: pl.DataFrame, bars: pl.DataFrame, timeframe: str) -> pl.Series:
     """Hours from entry to the bar with the highest high within the max hold (null when not filled)."""
     step = timeframe_duration(timeframe)
+    step_us = step // timedelta(microseconds=1)
     ev = events.select(
         pl.int_range(pl.len()).alias("_row"),
         "symbol",
@@ -49,7 +51,7 @@ def time_to_best_hours(events: pl.DataFrame, bars: pl.DataFrame, timeframe: str)
         ev.filter(pl.col("entry_ts").is_not_null())
         .with_columns(k=pl.int_ranges(0, pl.col("n") + 1))
         .explode("k")
-        .with_columns(ts=pl.col("entry_ts") + pl.duration(microseconds=pl.col("k") * int(step / timedelta(microseconds=1))))
+        .with_columns(ts=pl.col("entry_ts") + pl.duration(microseconds=pl.col("k") * step_us))
         .join(bars.select("symbol", "ts", "high"), on=["symbol", "ts"], how="inner")
     )
     best = path.sort("_row", "k").group_by("_row").agg(best_k=pl.col("k").get(pl.col("high").arg_max()))

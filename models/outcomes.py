@@ -121,7 +121,9 @@ def read_outcomes(
         return pl.DataFrame()
     if bars is None:
         symbols = sorted(set(trades["symbol"].to_list()) | set(settings.data.symbols) | {BENCHMARK})
-        bars = store.read_many(symbols, timeframe, trades["ts"].min() - WARMUP, trades["ts"].max() + _HORIZON)
+        first: datetime = trades["ts"].min()  # type: ignore[assignment]  # a Datetime column's min
+        last: datetime = trades["ts"].max()  # type: ignore[assignment]
+        bars = store.read_many(symbols, timeframe, first - WARMUP, last + _HORIZON)
     bars = bars.filter(pl.col("timeframe") == timeframe).sort("symbol", "ts")
     ts_type = bars.schema["ts"]
     trades = trades.with_columns(pl.col("ts", "entry_ts", "exit_ts").cast(ts_type))
@@ -269,8 +271,8 @@ def ml_accuracy(outcomes: pl.DataFrame, buckets: tuple[float, ...] = CONFIDENCE_
     confidence bucket [lo, hi) (the last one closed), and the MAE of the TP/SL/hold predictions vs the
     realised targets."""
     empty = MLAccuracy(
-        pl.DataFrame(schema={"strategy": pl.Utf8, "bucket": pl.Utf8, "lo": pl.Float64, "hi": pl.Float64, "trades": pl.UInt32,
-                             "mean_confidence": pl.Float64, "realised_win_rate": pl.Float64}),
+        pl.DataFrame(schema={"strategy": pl.Utf8, "bucket": pl.Utf8, "lo": pl.Float64, "hi": pl.Float64,
+                             "trades": pl.UInt32, "mean_confidence": pl.Float64, "realised_win_rate": pl.Float64}),
         pl.DataFrame(schema={"strategy": pl.Utf8, "trades": pl.UInt32}),
     )  # fmt: skip
     if outcomes.is_empty():
@@ -280,7 +282,9 @@ def ml_accuracy(outcomes: pl.DataFrame, buckets: tuple[float, ...] = CONFIDENCE_
         return empty
     edges = np.asarray(buckets, dtype=float)
     idx = np.clip(np.searchsorted(edges, scored["entry_confidence"].to_numpy(), side="right") - 1, 0, len(edges) - 2)
-    scored = scored.with_columns(lo=pl.Series(edges[idx]), hi=pl.Series(edges[idx + 1]), win=pl.col("success").cast(pl.Float64))
+    scored = scored.with_columns(
+        lo=pl.Series(edges[idx]), hi=pl.Series(edges[idx + 1]), win=pl.col("success").cast(pl.Float64)
+    )
     per_bucket = (
         scored.group_by("strategy", "lo", "hi")
         .agg(trades=pl.len(), mean_confidence=pl.col("entry_confidence").mean(), realised_win_rate=pl.col("win").mean())
@@ -293,7 +297,9 @@ def ml_accuracy(outcomes: pl.DataFrame, buckets: tuple[float, ...] = CONFIDENCE_
         # Only the outputs this strategy's model predicts (models.train.STRATEGY_OUTPUTS): the others
         # were the plan's rule defaults, not predictions.
         maes = {
-            f"mae_{name}": (pl.col(pred) - pl.col(real)).abs().filter(pl.col(pred).is_not_null() & pl.col(real).is_not_null()).mean()
+            f"mae_{name}": (pl.col(pred) - pl.col(real)).abs()
+            .filter(pl.col(pred).is_not_null() & pl.col(real).is_not_null())
+            .mean()
             for name, (pred, real) in ACCURACY_PAIRS.items()
             if name in STRATEGY_OUTPUTS[str(strategy)]
         }

@@ -1,71 +1,25 @@
 """The training pipeline of one or all strategies: events -> walk-forward -> OOS backtest -> fit -> MLflow.
 
-The out-of-sample backtest replays the same bars twice through core.backtest.engine: once with the
-walk-forward predictions (each signal scored by the fold model that never saw it; PredictionTableScorer)
-and once with the rule-only defaults. Only the strategy under study trades in both runs (the others'
-signals get confidence 0, so the manager skips them), so the two equity curves differ by the model alone.
+Orchestration only: models.dataset builds the events, models.evaluate walks forward, models.oos backtests
+the walk-forward predictions, models.train fits the final model and models.run_log logs and registers it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from core.backtest.engine import run_backtest
-from core.backtest.metrics import summary
-from core.domain import Scores, Signal, timeframe_duration
-from core.scoring import RuleOnlyScorer, Scorer
 from core.settings import Settings
 from core.storage.base import CandleStore
 from models.dataset import STRATEGIES, StrategyEvents, build_events, load_history
-from models.evaluate import WalkForwardResult, buy_and_hold_btc, walk_forward
-from models.scorer import PredictionTableScorer
+from models.evaluate import WalkForwardResult, walk_forward
+from models.oos import oos_backtest
+from models.outcomes import append_outcomes, ml_accuracy, read_outcomes
+from models.run_log import log_training_run
 from models.train import StrategyModel, fit_strategy_model
-
-BACKTEST_METRICS = ("total_return", "sharpe", "max_drawdown", "trades", "win_rate", "pnl")
-
-
-class OneStrategyScorer:
-    """Delegates one strategy's signals to `inner`; every other signal gets confidence 0 (never taken)."""
-
-    def __init__(self, inner: Scorer, strategy: str) -> None:
-        self._inner = inner
-        self._strategy = strategy
-
-    def score(self, signals: list[Signal]) -> list[Scores]:
-        mine = [i for i, s in enumerate(signals) if s.strategy.value == self._strategy]
-        inner = dict(zip(mine, self._inner.score([signals[i] for i in mine]), strict=True))
-        return [
-            inner.get(i)
-            or Scores(confidence=0.0, take_profit_pct=s.plan.take_profit_pct, stop_loss_pct=s.plan.stop_loss_pct)
-            for i, s in enumerate(signals)
-        ]
-
-
-def oos_backtest(bars: pl.DataFrame, settings: Settings, strategy: str, predictions: pl.DataFrame) -> dict[str, Any]:
-    """ML-filtered vs rule-only vs buy-and-hold BTC on the walk-forward test window of `predictions`
-    (same bars, same window, same capital). Keys: window, ml, rule, bh (absent without BTC bars), and
-    <key>_equity frames (ts, equity)."""
-    if predictions.is_empty():
-        return {}
-    step = timeframe_duration(bars["timeframe"][0])
-    start: datetime = predictions["ts"].min()  # type: ignore[assignment]
-    end: datetime = predictions["ts"].max() + step  # type: ignore[operator]
-    out: dict[str, Any] = {"window": (start.isoformat(), end.isoformat())}
-    scorers = {"ml": PredictionTableScorer(predictions, settings), "rule": RuleOnlyScorer(settings)}
-    for key, inner in scorers.items():
-        res = run_backtest(bars, settings, start=start, end=end, scorer=OneStrategyScorer(inner, strategy))
-        stats = summary(res.trades, res.equity, settings.risk.capital, start, end)
-        out[key] = {k: float(stats[k]) for k in BACKTEST_METRICS if stats.get(k) is not None}
-        out[f"{key}_equity"] = res.equity.select("ts", "equity")
-    bh = buy_and_hold_btc(bars, settings, start, end)
-    if bh is not None:
-        out["bh"], out["bh_equity"] = bh
-    return out
 
 
 @dataclass
@@ -86,8 +40,6 @@ class TrainingReport:
 
 def learning_summary(ev: StrategyEvents, outcomes: pl.DataFrame) -> tuple[StrategyEvents, dict[str, Any]]:
     """Append the de-duplicated stored outcomes to the events; what was used, and the ML accuracy."""
-    from models.outcomes import append_outcomes, ml_accuracy
-
     merged, extra = append_outcomes(ev, outcomes)
     mine = outcomes.filter(pl.col("strategy") == ev.strategy) if outcomes.height else outcomes
     acc = ml_accuracy(mine)
@@ -121,15 +73,13 @@ def train_strategy(
         ev, learning = learning_summary(ev, outcomes)
     data = ev.trainable
     if data.height < 2 * (settings.ml.walk_forward_folds + 1) or data["success"].n_unique() < 2:
-        return TrainingReport(ev.strategy, data.height, None, skipped=f"too few labelled events ({data.height}) or one outcome only",
-                              learning=learning)
+        why = f"too few labelled events ({data.height}) or one outcome only"
+        return TrainingReport(ev.strategy, data.height, None, skipped=why, learning=learning)
     wf = walk_forward(data, ev.strategy, ev.feature_names, settings)
     bt = oos_backtest(bars, settings, ev.strategy, wf.predictions) if backtest else {}
     model = fit_strategy_model(data, ev.strategy, ev.feature_names, settings)
     report = TrainingReport(ev.strategy, data.height, wf, bt, model, learning=learning)
     if log:
-        from models.registry import log_training_run
-
         rec = log_training_run(model, wf, bt, settings, data, data.height, learning=learning or None)
         report.version, report.run_id = rec.version, rec.run_id
     report.seconds = time.perf_counter() - t0
@@ -151,7 +101,7 @@ def train_all(
     events = build_events(bars, settings, strategies)
     outcomes = None
     if outcomes_store is not None:
-        from models.outcomes import read_outcomes
-
         outcomes = read_outcomes(outcomes_store, settings, timeframe=str(bars["timeframe"][0]))
-    return [train_strategy(events[s], bars, settings, log=log, backtest=backtest, outcomes=outcomes) for s in strategies]
+    return [
+        train_strategy(events[s], bars, settings, log=log, backtest=backtest, outcomes=outcomes) for s in strategies
+    ]

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: runs in flows and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure  # the object API draws with Agg; no pyplot, no process-wide backend
 
 
 def plot_feature_importance(importance: dict[str, float], path: Path, title: str) -> Path:
     items = sorted(importance.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.5))
+    fig = Figure(figsize=(7, 0.3 * len(items) + 1.5))
+    ax = fig.subplots()
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4477aa")
     ax.set_xlabel("share of total gain")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
@@ -35,7 +32,8 @@ def plot_calibration(y: np.ndarray, p: np.ndarray, path: Path, title: str, bins:
             mean_p.append(p[m].mean())
             rate.append(y[m].mean())
             count.append(int(m.sum()))
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect")
     ax.plot(mean_p, rate, marker="o", color="#cc6677", label="model (OOS)")
     for x, r, c in zip(mean_p, rate, count, strict=True):
@@ -49,13 +47,13 @@ def plot_calibration(y: np.ndarray, p: np.ndarray, path: Path, title: str, bins:
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def plot_equity(curves: dict[str, pl.DataFrame], path: Path, title: str) -> Path:
     """Equity curves (frames with ts, equity) side by side, e.g. ML-filtered vs rule-only."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     for label, curve in curves.items():
         if not curve.is_empty():
             ax.plot(curve["ts"].to_list(), curve["equity"].to_list(), label=label)
@@ -65,5 +63,4 @@ def plot_equity(curves: dict[str, pl.DataFrame], path: Path, title: str) -> Path
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -1,6 +1,6 @@
 """The registered model of one strategy, as MLflow "models from code" (no pickled Python object of ours).
 
-Logged by models.registry with three artifacts:
+Logged by models.packaging with three artifacts:
 - classifier: the calibrated classifier, saved with the mlflow.sklearn flavour;
 - regressors: one xgboost booster per regression output, in xgboost's native JSON format;
 - meta: JSON with the strategy, the feature names and each output's clip range.
@@ -15,12 +15,13 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # no pandas-stubs in the dependencies
+from mlflow.pyfunc.model import PythonModel
 from scipy.special import expit
 from xgboost import XGBRegressor
 
 
-class StrategyPyfunc(mlflow.pyfunc.PythonModel):
+class StrategyPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.strategy: str = meta["strategy"]

@@ -1,8 +1,9 @@
 """MLScorer: core.scoring.Scorer backed by each strategy's champion model in the MLflow registry.
 
-The champion of each strategy is loaded once per process (`models:/<name>@champion`) and reloaded when
-the alias moves: the alias's version is looked up at most every `alias_check_seconds` (one cheap registry
-call), and the model is only reloaded when that version changed. A batch of signals is scored in one
+The champion of each strategy is loaded once per process (`<name>@champion`, through this scorer's own
+MLflow client: models.packaging.load_version) and reloaded when the alias moves: the alias's version is
+looked up at most every `alias_check_seconds` (one cheap registry call), and the model is only reloaded
+when that version changed. A batch of signals is scored in one
 model call per strategy. Strategies without a champion get the rule-only defaults (rule_only=True), so
 the decision log says "rule-only defaults (no champion model)".
 
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import mlflow
 import numpy as np
 import polars as pl
 
@@ -28,7 +28,8 @@ from core.domain import Scores, Signal
 from core.scoring import RuleOnlyScorer
 from core.settings import Settings
 from models.features import COIN_FEATURES, MARKET_FEATURES, coin_features, market_features
-from models.registry import CHAMPION, alias_version, client, model_name
+from models.packaging import load_version
+from models.tracking import CHAMPION, MlflowTarget, alias_version, model_name
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class MLScorer:
         self._settings = settings
         self._alias = alias
         self._check_every = alias_check_seconds
-        self._client = client(settings)
+        self._client = MlflowTarget.from_settings(settings).client()
         self._rule = RuleOnlyScorer(settings)
         self._loaded: dict[str, _Loaded | None] = {}
         self._checked_at: dict[str, float] = {}
@@ -75,7 +76,7 @@ class MLScorer:
         current = self._loaded.get(strategy)
         try:
             version = alias_version(self._client, name, self._alias)
-        except Exception as exc:  # registry unreachable: keep what is loaded (or rule-only) and retry later
+        except Exception as exc:  # noqa: BLE001 - registry unreachable: keep what is loaded (or rule-only) and retry later
             _log.warning("cannot read %s@%s (%s); keeping %s", name, self._alias, exc,
                          f"version {current.version}" if current else "rule-only defaults")
             self._loaded.setdefault(strategy, None)
@@ -84,8 +85,7 @@ class MLScorer:
             self._loaded[strategy] = None
         elif current is None or current.version != version:
             # Resolved through this scorer's own client: the process-wide registry URI may point elsewhere.
-            pyfunc = mlflow.pyfunc.load_model(self._client.get_model_version_download_uri(name, version))
-            self._loaded[strategy] = _Loaded(version, pyfunc.unwrap_python_model())
+            self._loaded[strategy] = _Loaded(version, load_version(self._client, name, version))
         return self._loaded[strategy]
 
     def model_version(self, strategy: str) -> str | None:
@@ -114,7 +114,8 @@ class MLScorer:
             else:
                 model = loaded.model
                 x = np.array([self._row(s, model.feature_names) for s in batch], dtype=np.float64)
-                scores = self._to_scores(batch, model.predict_matrix(x), f"{model_name(strategy, self._settings)}/{loaded.version}")
+                version = f"{model_name(strategy, self._settings)}/{loaded.version}"
+                scores = self._to_scores(batch, model.predict_matrix(x), version)
             for i, sc in zip(idx, scores, strict=True):
                 result[i] = sc
         return [r for r in result if r is not None]
@@ -128,9 +129,9 @@ class MLScorer:
             out.append(
                 Scores(
                     confidence=float(np.clip(preds["confidence"][k], 0.0, 1.0)),
-                    take_profit_pct=float(preds["take_profit_pct"][k]) if "take_profit_pct" in preds else s.plan.take_profit_pct,
-                    stop_loss_pct=float(preds["stop_loss_pct"][k]) if "stop_loss_pct" in preds else s.plan.stop_loss_pct,
-                    size_multiplier=float(preds["size_multiplier"][k]) if "size_multiplier" in preds else 1.0,
+                    take_profit_pct=_output(preds, "take_profit_pct", k, s.plan.take_profit_pct),
+                    stop_loss_pct=_output(preds, "stop_loss_pct", k, s.plan.stop_loss_pct),
+                    size_multiplier=_output(preds, "size_multiplier", k, 1.0),
                     hold=timedelta(hours=float(hold[k])) if hold is not None else s.plan.max_hold,
                     model_version=version,
                     rule_only=False,
@@ -139,37 +140,5 @@ class MLScorer:
         return out
 
 
-class PredictionTableScorer:
-    """Scores from a table of precomputed (walk-forward, out-of-sample) predictions keyed by signal_id.
-
-    Used to backtest ML-filtered trading honestly: each signal gets the prediction of the fold model that
-    never saw it. Signals not in the table (outside the evaluated window) get the rule-only defaults.
-    """
-
-    def __init__(self, predictions: pl.DataFrame, settings: Settings, version: str = "walk-forward-oos") -> None:
-        cols = [c for c in predictions.columns if c.startswith("pred_")]
-        self._table = {r["signal_id"]: r for r in predictions.select("signal_id", *cols).iter_rows(named=True)}
-        self._rule = RuleOnlyScorer(settings)
-        self._version = version
-
-    def score(self, signals: list[Signal]) -> list[Scores]:
-        out = []
-        rule = self._rule.score(signals)
-        for s, default in zip(signals, rule, strict=True):
-            r = self._table.get(s.signal_id)
-            if r is None:
-                out.append(default)
-                continue
-            hold = r.get("pred_hold_hours")
-            out.append(
-                Scores(
-                    confidence=float(r["pred_confidence"]),
-                    take_profit_pct=float(r.get("pred_take_profit_pct") or s.plan.take_profit_pct),
-                    stop_loss_pct=float(r.get("pred_stop_loss_pct") or s.plan.stop_loss_pct),
-                    size_multiplier=float(r.get("pred_size_multiplier") or 1.0),
-                    hold=timedelta(hours=float(hold)) if hold is not None else s.plan.max_hold,
-                    model_version=self._version,
-                    rule_only=False,
-                )
-            )
-        return out
+def _output(preds: dict[str, np.ndarray], name: str, k: int, default: float) -> float:
+    return float(preds[name][k]) if name in preds else default

@@ -37,7 +37,7 @@ CALIBRATION = "sigmoid"
 CALIBRATION_FOLDS = 3
 
 
-def _booster_params(settings: Settings) -> dict[str, object]:
+def booster_params(settings: Settings) -> dict[str, object]:
     ml = settings.ml
     return {
         "n_estimators": ml.n_estimators,
@@ -81,14 +81,18 @@ class StrategyModel:
         return {f: float(v) / total for f, v in zip(self.feature_names, imps, strict=True)}
 
 
-def fit_strategy_model(frame: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings) -> StrategyModel:
+def fit_strategy_model(
+    frame: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings
+) -> StrategyModel:
     """Fit on labelled events (sorted by ts inside); needs both outcomes present."""
     frame = frame.sort("ts")
     y = frame["success"].cast(pl.Int8).to_numpy()
     if np.unique(y).size < 2:
-        raise ValueError(f"{strategy}: training events have one outcome only ({frame.height} events); need wins and losses")
+        raise ValueError(
+            f"{strategy}: training events have one outcome only ({frame.height} events); need wins and losses"
+        )
     x = frame.select(pl.col(c).cast(pl.Float64) for c in feature_names).to_numpy()
-    params = _booster_params(settings)
+    params = booster_params(settings)
     clf = CalibratedClassifierCV(
         XGBClassifier(**params, eval_metric="logloss"),
         method=CALIBRATION,

@@ -9,7 +9,7 @@ Caching is off (NO_CACHE): the store is the cache, and Prefect's result store wo
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 from prefect import get_run_logger, task
@@ -119,22 +119,41 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
 
     s = rt.settings
     f = s.feed
-    use_polygon = source == "polygon" or (source == "auto" and f.polygon_api_key is not None)
+    from core.feeds.runner import resolve_source, run_kraken_stream
+
+    source = resolve_source(s, source)
+    use_polygon = source == "polygon"
 
     async def main() -> dict[str, int]:
         writer = CandleWriter(rt.store, batch_events=f.write_batch_events, batch_seconds=f.write_batch_seconds)
         stop = asyncio.Event()
         if seconds:
             asyncio.get_running_loop().call_later(seconds, stop.set)
+        if source == "kraken":  # the venue's own keyless data; untradable coins are alerted
+            from core.alerts import AlertKind
+
+            out = await run_kraken_stream(s, rt.store, symbols, stop, alert=lambda t, lines: rt.alerter.send(
+                AlertKind.DATA_HEALTH, t, lines))
+            return {k: v for k, v in out.items() if isinstance(v, int)}
         if use_polygon:
             assert f.polygon_api_key is not None
             url, rest_url, key = f.polygon_ws_url, f.polygon_rest_url, f.polygon_api_key
             return await _stream(url, rest_url, key, writer, stop)
         from core.feeds.replay_server import ReplayRestServer, ReplayWsServer, load_tape
 
-        tape = load_tape(s, symbols)
+        if f.replay_live:  # offline `make up`: re-timed to now, history stored, wall-clock pace
+            from core.feeds.replay_live import (
+                WallClockReplayServer,
+                prepare_live_replay,
+            )
+
+            tape = prepare_live_replay(s, rt.store, symbols, datetime.now(UTC))
+        else:
+            tape = load_tape(s, symbols)
         with ReplayRestServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_rest_port) as rest_srv:
-            ws = ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed, host=f.replay_host, port=f.replay_port)
+            ws = (WallClockReplayServer(tape, api_key=f.replay_api_key, host=f.replay_host, port=f.replay_port)
+                  if f.replay_live else
+                  ReplayWsServer(tape, api_key=f.replay_api_key, speed=f.replay_speed, host=f.replay_host, port=f.replay_port))
             await ws.start()
             try:
                 return await _stream(ws.url, rest_srv.url, f.replay_api_key, writer, stop)
@@ -164,11 +183,17 @@ def ingest_stream(rt: Runtime, symbols: list[str], seconds: float | None = None,
 def backfill_candles(
     rt: Runtime, symbols: list[str], start: datetime, end: datetime, source: str = "auto", timeframe: str = "1h"
 ) -> dict[str, int]:
-    """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Binance
-    public klines (keyless). The clients retry temporary failures themselves (core.retry), so Prefect
-    adds no retries. Both upsert idempotently, so a re-run backfill writes no duplicate."""
+    """Fill the store for [start, end): Polygon REST 1m aggregates when a key is set, else Kraken's
+    public OHLC via ccxt (keyless; its newest 720 candles), or Binance klines (source=binance, deep
+    history, USDT). The clients retry temporary failures themselves (core.retry), so Prefect adds no
+    retries. All upsert idempotently, so a re-run backfill writes no duplicate."""
     s = rt.settings
     use_polygon = source == "polygon" or (source == "auto" and s.feed.polygon_api_key is not None)
+    if not use_polygon and source in ("auto", "kraken"):
+        from core.feeds.kraken_rest import KrakenRest
+        from core.feeds.kraken_rest import backfill as kraken_backfill
+
+        return kraken_backfill(KrakenRest.from_settings(s), rt.store, symbols, timeframe, start, end)
     if use_polygon:
         from core.feeds.polygon_rest import PolygonRestClient, backfill
 
@@ -179,5 +204,5 @@ def backfill_candles(
         return asyncio.run(main())
     from core.feeds.binance_klines import BinanceKlinesClient, backfill_binance
 
-    with BinanceKlinesClient.from_settings(s) as client:
+    with BinanceKlinesClient.from_settings(s, quote=s.feed.binance_quote) as client:
         return backfill_binance(client, rt.store, symbols, timeframe, start, end)

@@ -22,10 +22,11 @@ REGISTRY = IO_RETRIES | dict(retry_delay_seconds=[2, 10, 30])  # MLflow store ma
 
 @task(name="load_training_bars", **REGISTRY)
 def load_training_bars(rt: Runtime, end: datetime | None = None, symbols: list[str] | None = None) -> pl.DataFrame:
-    """History for training: the shipped data before `end` (the main job trains on the earlier part)."""
-    from models.dataset import load_history
+    """History for training before `end`: the shipped data merged with the store's streamed and
+    backfilled bars, de-duplicated (core.training_history; the main job trains on the earlier part)."""
+    from core.training_history import training_history
 
-    return load_history(rt.settings, symbols=symbols, end=end)
+    return training_history(rt.settings, rt.store, symbols, end)
 
 
 @task(name="build_labels", **COMPUTE)
@@ -77,7 +78,7 @@ def evaluate_models(rt: Runtime, reports: list[Any]) -> list[dict[str, Any]]:
 def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any]) -> dict[str, str]:
     """Log each trained model to MLflow (params incl. the settings fingerprint, metrics, plots, model
     with signature) and register it as the `challenger` version."""
-    from models.registry import log_training_run
+    from models.run_log import log_training_run
 
     versions = {}
     for r in reports:
@@ -95,16 +96,18 @@ def register_challenger(rt: Runtime, reports: list[Any], events: dict[str, Any])
 @task(name="promote_if_better", **REGISTRY)
 def promote_if_better(rt: Runtime, strategies: list[str]) -> list[dict[str, Any]]:
     """Promote each challenger whose OOS backtest beats the champion's on the same window."""
-    from models.registry import promote
+    from models.promotion import promote
 
+    columns = ("strategy", "promoted", "champion", "challenger", "reason")
     out = []
     for s in strategies:
         d = promote(s, rt.settings)
-        out.append({"strategy": s, "promoted": d.promoted, "reason": d.reason, "champion": d.champion, "challenger": d.challenger})
+        out.append({"strategy": s, "promoted": d.promoted, "reason": d.reason, "champion": d.champion,
+                    "challenger": d.challenger})  # fmt: skip
+    rows = ["| " + " | ".join(str(o[k]) for k in columns) + " |" for o in out]
     create_markdown_artifact(
         key="model-promotion",
-        markdown="\n".join(["| strategy | promoted | champion | challenger | reason |", "|---|---|---|---|---|"]
-                           + [f"| {o['strategy']} | {o['promoted']} | {o['champion']} | {o['challenger']} | {o['reason']} |" for o in out]),
+        markdown="\n".join(["| " + " | ".join(columns) + " |", "|---|---|---|---|---|", *rows]),
         description="Champion/challenger decisions of this retrain",
     )
     return out
@@ -113,7 +116,7 @@ def promote_if_better(rt: Runtime, strategies: list[str]) -> list[dict[str, Any]
 @task(name="model_versions", **REGISTRY)
 def model_versions(rt: Runtime, strategies: list[str]) -> dict[str, str | None]:
     """The champion version per strategy (None: rule-only defaults apply)."""
-    from models.registry import CHAMPION, alias_version, client, model_name
+    from models.tracking import CHAMPION, alias_version, client, model_name
 
     c = client(rt.settings)
     return {s: alias_version(c, model_name(s, rt.settings), CHAMPION) for s in strategies}

@@ -18,7 +18,12 @@ import pytest
 
 from core.settings import Settings
 from core.storage.duckdb_store import DuckDBStore
-from tests.hummingbot_server import TAKER_FEE, ExchangeState, HummingbotTestServer, settings_for
+from tests.hummingbot_server import (
+    TAKER_FEE,
+    ExchangeState,
+    HummingbotTestServer,
+    settings_for,
+)
 from tests.prefect_support import task_runs
 
 SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "BNB", "OP"]
@@ -36,7 +41,7 @@ class SimClock:
 
 
 @pytest.fixture
-def bars(real_candles) -> pl.DataFrame:  # noqa: ANN001
+def bars(real_candles) -> pl.DataFrame:
     return real_candles("1h", SYMBOLS, START, LATER)
 
 
@@ -67,7 +72,7 @@ def store(tmp_path: Path, bars: pl.DataFrame) -> Iterator[DuckDBStore]:
     s.close()
 
 
-def _runtime(settings: Settings, store: DuckDBStore):  # noqa: ANN202
+def _runtime(settings: Settings, store: DuckDBStore):
     from core.scoring import RuleOnlyScorer
     from tasks.runtime import open_runtime
 
@@ -98,6 +103,7 @@ def test_live_flows_when_confirmed_then_entries_fill_at_venue_and_exit_closes_tr
     assert scan.opened, "the window must open positions"
     entries = [o for o in pf.orders.values() if o.purpose == "entry"]
     buys = _orders(hb, "BUY")
+    hb.state.settle()  # the exchange's side of the last order lands after its acknowledgement
     assert len(buys) == len(entries) == len(hb.state.trades)  # each entry arrived once
     assert {o.venue_order_id for o in entries} == {b["order_id"] for b in buys}
     assert not pf.fills  # the ledger books nothing until the venue reports it
@@ -173,3 +179,78 @@ def test_live_scan_when_confirm_live_missing_then_refuses_and_sends_nothing(
     with pytest.raises(Exception, match="live trading refused.*confirm_live=true"):
         state.result()
     assert hb.state.requests == [] and not dict(store.get_records("order"))
+
+
+def _btc_bars(start: datetime, closes: list[tuple[float, float, float, float]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "symbol": ["BTC"] * len(closes),
+            "timeframe": ["1h"] * len(closes),
+            "ts": [start + timedelta(hours=i) for i in range(len(closes))],
+            "open": [c[0] for c in closes],
+            "high": [c[1] for c in closes],
+            "low": [c[2] for c in closes],
+            "close": [c[3] for c in closes],
+            "volume": [1.0] * len(closes),
+        }
+    )
+
+
+def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_profit_then_ledger_equals_venue(
+    prefect_harness: str, tmp_path: Path
+) -> None:
+    """A $120 three-level DCA grid on Kraken's rules through the manage-positions flow in live mode:
+    level 0 fills whole, level 1 fills 0.0004 BTC and is cancelled at expiry with level 2, the
+    take-profit fires and one market SELL of the held 0.00106666 BTC closes the trade. Hand-checked."""
+    from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
+    from flows.manage_positions import manage_positions_flow
+
+    t = datetime(2026, 4, 16, 19, tzinfo=UTC)  # the signal bar; orders rest from its close at 20:00
+    clock = SimClock(t + timedelta(hours=1, minutes=2))
+    quiet = [(60_000.0, 60_100.0, 59_500.0, 60_000.0)] * 26  # 19:00 .. next day 20:00: no exit, no level 2
+    surge = [(60_000.0, 62_000.0, 59_900.0, 61_900.0)]  # 21:00 next day: high over the 3% take-profit
+    with HummingbotTestServer(ExchangeState(marks={"BTC-USD": 60_000.0}, clock=clock)) as hb:
+        s = settings_for(hb, mode="live", confirm_live=True)
+        settings = s.model_copy(update={"data": s.data.model_copy(update={"var_dir": tmp_path, "symbols": ("BTC",)})})
+        store = DuckDBStore(tmp_path / "store.duckdb")
+        store.init_schema()
+        store.upsert_candles(_btc_bars(t, quiet + surge))
+        rt = _runtime(settings, store)
+        pf = rt.portfolio
+        plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
+                         take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
+                         entry_expiry=timedelta(hours=24))
+        sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
+        pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08,
+                                  hold=timedelta(hours=72)), 120.0)
+        e = [pf.orders[f"{pos.position_id}:e{i}"] for i in range(3)]
+        # Kraken's grid: 40/60000.04, 40/59400.06, 40/58800.09 floored to 1e-8; buy prices down to 0.1.
+        assert [(o.quantity, o.price) for o in e] == [(0.00066666, 60_000.0), (0.00067339, 59_400.0),
+                                                      (0.00068027, 58_800.0)]
+        hb.state.settle()  # level 0 crosses the 60,000 mark as the exchange creates it
+        hb.state.fill(e[1].venue_order_id, 0.0004)  # level 1 fills in part while resting
+        first = manage_positions_flow(now=t + timedelta(hours=2), runtime=rt)
+        assert first.fills == 1 and pos.quantity == 0.00066666  # the partial level waits
+        # Next day: the 20:00 bar closes at the 24 h expiry: levels 1 and 2 are cancelled at the venue,
+        # level 1 is booked at the 0.0004 BTC it bought.
+        clock.at = t + timedelta(hours=26, minutes=1)
+        second = manage_positions_flow(now=t + timedelta(hours=26), runtime=rt)
+        assert second.fills == 1 and second.exits == []
+        assert {hb.state.orders[o.venue_order_id]["status"] for o in e[1:]} == {"CANCELLED"}
+        qty, cost = 0.00066666 + 0.0004, 60_000.0 * 0.00066666 + 59_400.0 * 0.0004  # 0.00106666, 63.7596
+        assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+        # The 21:00 bar reaches the take-profit (avg 59,775.0 * 1.03 = 61,568.2): a market SELL.
+        hb.state.marks["BTC-USD"] = 61_900.0
+        clock.at = t + timedelta(hours=28, minutes=1)
+        third = manage_positions_flow(now=t + timedelta(hours=28), runtime=rt)
+        assert third.exits == ["take_profit @ 61900"]
+        (trade,) = pf.trades.values()
+        [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
+        assert sell["amount"] == pytest.approx(qty, abs=1e-12) and sell["order_type"] == "MARKET"
+        # 0.00106666 * 61,900 = 66.026254; fees 63.7596 * 0.25% = 0.159399 and 66.026254 * 0.4% = 0.264105016
+        assert trade.fees == pytest.approx(0.159399 + 0.264105016, abs=1e-9)
+        assert trade.net_pnl == pytest.approx(66.026254 - 63.7596 - 0.159399 - 0.264105016, abs=1e-9)
+        assert pf.cash == pytest.approx(settings.risk.capital + hb.state.balances["USD"] - 10_000.0)
+        assert hb.state.balances.get("BTC", 0.0) == pytest.approx(0.0, abs=1e-12)
+        assert len(hb.state.orders_at_venue()) == 4  # three levels and one SELL: nothing doubled
+        store.close()

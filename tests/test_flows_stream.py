@@ -17,10 +17,10 @@ def test_streaming_ingest_when_no_polygon_key_then_replay_candles_land_in_store_
     from flows.streaming_ingest import streaming_ingest
     from tasks.runtime import open_runtime
 
-    # Arrange: no Polygon key (auto -> replay), free ports, a replay fast enough to send thousands of bars.
+    # Arrange: the replay source (offline; auto would try Kraken first), free ports, a fast replay.
     settings = load_settings(
         data={"var_dir": tmp_path, "symbols": ["BTC", "ETH"]},
-        feed={"replay_port": 0, "replay_rest_port": 0, "replay_speed": 200_000.0},
+        feed={"source": "replay", "replay_live": False, "replay_port": 0, "replay_rest_port": 0, "replay_speed": 200_000.0},
     )
     store = DuckDBStore(settings.duckdb_path)
     rt = open_runtime(settings, store=store)

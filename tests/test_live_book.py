@@ -14,11 +14,18 @@ import pytest
 from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
 from core.live_book import apply_bar_live, apply_venue_fills
 from core.portfolio import Portfolio
-from core.positions import Bar, Expired, Exited, Filled
+from core.positions import Bar, Exited, Expired, Filled
 from core.storage.duckdb_store import DuckDBStore
 from core.venues.hummingbot import HummingbotVenue
 from core.venues.order_journal import OrderJournal
-from tests.hummingbot_server import MAKER_FEE, PAIR, TAKER_FEE, ExchangeState, HummingbotTestServer, settings_for
+from tests.hummingbot_server import (
+    MAKER_FEE,
+    PAIR,
+    TAKER_FEE,
+    ExchangeState,
+    HummingbotTestServer,
+    settings_for,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
@@ -105,4 +112,65 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     again = Portfolio.load(store, settings, HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None))
     assert again.cash == pytest.approx(pf.cash) and again.trades == pf.trades
     assert hb.state.place_requests == placed
+    venue.close()
+
+
+def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then_booked_by_venue_amounts(
+    hb: HummingbotTestServer, clock: SimClock, store: DuckDBStore
+) -> None:
+    """$80 over two Kraken-rounded DCA levels: level 0 fills whole, level 1 fills 0.0003 BTC and is
+    cancelled at expiry, then the stop fires. Every quantity is the venue's lot-rounded amount."""
+    from decimal import ROUND_FLOOR, Decimal
+
+    settings = settings_for(hb, mode="live", confirm_live=True)
+    hb.state.marks[PAIR] = 60_000.0
+    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
+    pf = Portfolio.load(store, settings, venue)
+    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
+                     stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
+    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=60_000.0, plan=plan)
+    pos = pf.open(sig, Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72)), 80.0)
+
+    def lot(x: float) -> float:
+        return float((Decimal(repr(x)) / Decimal("1e-8")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("1e-8"))
+
+    q0, q1 = lot(40 / 60_000.04), lot(40 / 59_400.06)
+    assert (q0, q1) == (0.00066666, 0.00067339)  # hand-checked: 0.000666666222.. and 0.000673399.. floored
+    e0, e1 = pf.orders[f"{pos.position_id}:e0"], pf.orders[f"{pos.position_id}:e1"]
+    assert (e0.quantity, e0.price, e1.quantity, e1.price) == (q0, 60_000.0, q1, 59_400.0)  # buys rounded down
+    # Level 0 crosses the 60,000 mark when created; level 1 fills 0.0003 of 0.00067339 while resting.
+    hb.state.settle()
+    hb.state.fill(e1.venue_order_id, 0.0003)
+    booked = apply_venue_fills(pf, venue.fills_since())
+    assert [type(e) for e in booked] == [Filled]  # the partial level waits: its order is still working
+    assert pos.quantity == q0 and pos.avg_price == 60_000.0
+    # The next day's first bar: level 1 expires and is cancelled at the venue with its part filled.
+    clock.at = T0 + timedelta(hours=25, minutes=1)
+    apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=1), 60_000.0, 60_100.0, 59_900.0, 60_000.0))
+    events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=25), 60_000.0, 60_050.0, 59_950.0, 60_000.0))
+    assert [type(e) for e in events] == [Expired]
+    assert hb.state.orders[e1.venue_order_id]["status"] in ("PENDING_CANCEL", "CANCELLED", "PARTIALLY_FILLED")
+    booked = apply_venue_fills(pf, venue.fills_since())
+    assert [type(e) for e in booked] == [Filled]  # final at the venue: the part it bought is booked
+    qty = q0 + 0.0003
+    cost = 60_000.0 * q0 + 59_400.0 * 0.0003
+    assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+    # A bar falls through the stop (avg * 0.95 = 56,814.x): a market SELL of exactly what is held.
+    hb.state.marks[PAIR] = 56_000.0
+    clock.at = T0 + timedelta(hours=27, minutes=1)
+    events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=26), 58_000.0, 58_100.0, 55_900.0, 56_000.0))
+    assert [type(e) for e in events] == [Exited] and events[0].reason is ExitReason.STOP_LOSS
+    closed = apply_venue_fills(pf, venue.fills_since())
+    (trade,) = pf.trades.values()
+    [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
+    assert sell["amount"] == pytest.approx(qty, abs=1e-12) and sell["order_type"] == "MARKET"
+    entry_fees, exit_fee = cost * MAKER_FEE, 56_000.0 * qty * TAKER_FEE
+    assert [type(e) for e in closed] == [Exited] and trade.exit_price == 56_000.0
+    assert trade.fees == pytest.approx(entry_fees + exit_fee)
+    assert trade.net_pnl == pytest.approx(56_000.0 * qty - cost - entry_fees - exit_fee)
+    # hand-checked: 0.00096666 BTC sold for 54.13296; cost 39.9996 + 17.82 = 57.8196; fees
+    # 57.8196 * 0.25% = 0.144549 and 54.13296 * 0.4% = 0.21653184; net 54.13296 - 57.8196 - 0.36108084
+    assert trade.net_pnl == pytest.approx(-4.04772084, abs=1e-8)
+    assert pf.cash == pytest.approx(pf.capital + hb.state.balances["USD"] - 10_000.0)
+    assert venue.journal.net_holdings()["BTC"] == pytest.approx(hb.state.balances.get("BTC", 0.0), abs=1e-12)
     venue.close()

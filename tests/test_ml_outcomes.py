@@ -19,8 +19,9 @@ from core.storage.duckdb_store import DuckDBStore
 from models.dataset import build_events, feature_names, load_history
 from models.outcomes import ledger_trades, ml_accuracy, outcome_training_rows, read_outcomes
 from models.pipeline import train_all, train_strategy
-from models.registry import model_name, promote
+from models.promotion import promote
 from models.scorer import MLScorer
+from models.tracking import model_name
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 TRAIN = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))

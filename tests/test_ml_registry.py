@@ -15,9 +15,12 @@ from core.scoring import RuleOnlyScorer
 from core.settings import Settings, load_settings
 from core.strategies.registry import signals_from_frame
 from models.dataset import StrategyEvents, build_events
+from models.packaging import download_version
 from models.pipeline import TrainingReport, train_strategy
-from models.registry import CHALLENGER, CHAMPION, alias_version, log_training_run, model_name, promote
+from models.promotion import promote
+from models.run_log import log_training_run
 from models.scorer import MLScorer
+from models.tracking import CHALLENGER, CHAMPION, alias_version, experiment_name, model_name
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 START, END = datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
@@ -77,14 +80,22 @@ def test_log_training_run_when_logged_then_params_metrics_plots_and_model_record
     assert alias_version(c, name, CHALLENGER) == version
     run = c.get_run(c.get_model_version(name, version).run_id)
     assert run.data.params["settings_fingerprint"] == settings.fingerprint()
+    assert run.info.status == "FINISHED" and "mlflow.source.name" in run.data.tags
     for key in ("oos_auc", "oos_brier", "oos_brier_base", "oos_base_rate", "oos_mae_take_profit_pct",
                 "bt_ml_total_return", "bt_rule_total_return"):
         assert key in run.data.metrics, key
     assert run.data.metrics["oos_auc"] == pytest.approx(trained.walk_forward.pooled["auc"])
-    arts = {a.path for d in ("plots", "evaluation") for a in c.list_artifacts(run.info.run_id, d)}
+    arts = {a.path for d in ("plots", "evaluation", "explanations") for a in c.list_artifacts(run.info.run_id, d)}
     assert {"plots/feature_importance.png", "plots/calibration.png", "plots/oos_equity.png",
-            "evaluation/oos_predictions.parquet", "evaluation/oos_equity_ml.parquet"} <= arts
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+            "evaluation/oos_predictions.parquet", "evaluation/oos_equity_ml.parquet",
+            "explanations/shap_dca_confidence.png", "explanations/shap_dca_take_profit_pct.png"} <= arts
+    # issue 12: how sure we are -- intervals around the pooled OOS AUC/Brier, the DSR with its trial count
+    m = run.data.metrics
+    assert m["unc_auc"] == pytest.approx(m["oos_auc"])
+    assert m["unc_auc_ci_low"] <= m["unc_auc"] <= m["unc_auc_ci_high"]
+    assert m["unc_brier_ci_low"] <= m["unc_brier"] <= m["unc_brier_ci_high"]
+    assert m["unc_n_trials"] == 1.0 and 0.0 <= m["unc_deflated_sharpe"] <= 1.0
+    info = mlflow.models.Model.load(download_version(c, name, version))  # the package's MLmodel
     assert info.signature is not None and "coin_vol_30d" in info.signature.inputs.input_names()
     assert info.saved_input_example_info is not None
 
@@ -213,3 +224,48 @@ def test_scorer_when_mixed_batch_then_order_kept_and_other_strategies_rule_only(
     rev = MLScorer(settings).score(list(reversed(signals)))
     assert rev == list(reversed(scores))
     assert np.isfinite([sc.confidence for sc in scores]).all()
+
+
+def test_log_promote_score_when_process_points_elsewhere_then_nothing_leaks_there(
+    trained, bars, events, store_dir, tmp_path, monkeypatch
+) -> None:
+    # Arrange: the process-wide MLflow store (what the fluent API would use) is another sqlite file.
+    import os
+
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    settings = _settings(store_dir, "t9")
+    # Act: log two versions, promote, score with the champion.
+    _log(trained, events, settings)
+    assert promote("dca", settings).promoted
+    _log(trained, events, settings, bt_shift=0.5)
+    assert promote("dca", settings).promoted
+    _, rows, upto = _signals_at(bars, events, 1)[0]
+    scorer = MLScorer(settings)
+    scorer.observe_bars(upto)
+    scores = scorer.score(signals_from_frame(rows))
+    # Assert: everything went to the settings' store; the process-wide URIs are what they were.
+    assert {s.model_version for s in scores} == {f"{model_name('dca', settings)}/2"}
+    assert mlflow.get_tracking_uri() == elsewhere and os.environ["MLFLOW_TRACKING_URI"] == elsewhere
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.active_run() is None
+    assert [e.name for e in MlflowClient(elsewhere).search_experiments()] == ["Default"]
+    assert MlflowClient(elsewhere).search_registered_models() == []
+
+
+def test_log_training_run_when_model_logging_fails_then_run_marked_failed_and_nothing_registered(
+    trained, events, store_dir
+) -> None:
+    # Arrange: an input example without one of the model's features (the package cannot be built).
+    settings = _settings(store_dir, "t10")
+    example = events.trainable.drop("coin_vol_30d")
+    # Act
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        log_training_run(trained.model, trained.walk_forward, trained.backtest, settings, example, example.height)
+    # Assert: the run is kept, marked FAILED (its metrics are there to inspect); no version was registered.
+    c = MlflowClient(settings.mlflow_tracking_uri)
+    runs = c.search_runs([c.get_experiment_by_name(experiment_name("dca", settings)).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "oos_auc" in runs[0].data.metrics
+    assert c.search_registered_models(f"name = '{model_name('dca', settings)}'") == []

@@ -21,8 +21,10 @@ from core.settings import Settings, load_settings
 from core.strategies.registry import detect_all, signals_from_frame
 from models.dataset import build_events, load_history
 from models.pipeline import train_strategy
-from models.registry import CHAMPION, log_training_run, model_name, promote
+from models.promotion import promote
+from models.run_log import log_training_run
 from models.scorer import MLScorer
+from models.tracking import CHAMPION, model_name
 
 SYMBOLS = ["BTC", "ETH", "SOL", "DOGE", "LINK", "XRP"]
 

@@ -115,14 +115,14 @@ async def test_replay_stream_when_server_killed_and_restarted_later_then_gap_rep
 
 
 async def test_run_stream_when_wired_from_settings_then_replay_source_fills_store(minutes, duck):
-    # Arrange: settings point at the replay servers (no Polygon key -> source auto = replay).
+    # Arrange: settings point at the replay servers (feed.source=replay: auto would try Kraken first).
     from core.feeds.runner import run_stream
     from core.settings import load_settings
 
     tape = ReplayTape(minutes, "USDT")
     with ReplayRestServer(tape, api_key=KEY) as rest_server:
         async with ReplayWsServer(tape, api_key=KEY, speed=0) as server:
-            settings = load_settings(feed={"replay_port": server.port, "replay_rest_port": rest_server.port,
+            settings = load_settings(feed={"source": "replay", "replay_port": server.port, "replay_rest_port": rest_server.port,
                                            "replay_api_key": KEY.get_secret_value(), "write_batch_seconds": 0.05},
                                      data={"quote": "USDT"})
             stop = asyncio.Event()

@@ -18,7 +18,7 @@ from core.backtest.engine import BacktestResult, Progress, run_backtest
 from core.backtest.execution import Execution, LedgerExecution
 from core.backtest.report import Report, write_report
 from core.domain import timeframe_duration
-from core.errors import ConfigError, DataQualityError
+from core.errors import ConfigError, DataQualityError, StoreError
 from core.regime import BENCHMARK
 from core.scoring import Scorer
 from core.settings import Settings
@@ -103,15 +103,41 @@ def record_session(store: CandleStore, run_id: str, result: BacktestResult) -> N
 
 
 def reset_paper_ledger(store: CandleStore) -> int:
-    """Remove an earlier replayed paper session's ledger (journal and views) from the store."""
+    """Remove an earlier replayed paper session's ledger (journal and views) in ONE transaction: a kill
+    half-way leaves either the whole ledger or none of it."""
     from core.portfolio import JOURNAL, VIEWS
 
-    removed = 0
-    for kind in (JOURNAL, *VIEWS):
-        keys = [k for k, _ in store.get_records(kind)]
-        if keys:
-            removed += store.delete_records(kind, keys)
-    return removed
+    return store.delete_kinds([JOURNAL, *VIEWS])
+
+
+# Each view kind, the journal list it is derived from and the id keying it.
+_VIEW_SOURCES = {"position": ("positions", "position_id"), "order": ("orders", "client_order_id"),
+                 "fill": ("fills", "fill_id"), "trade": ("trades", "position_id"), "decision": ("decisions", "signal_id")}
+
+
+def check_ledger_agrees(store: CandleStore) -> None:
+    """Start-up guard: every record kind of the ledger agrees with the journal (a half-done reset or a
+    hand edit is refused, never traded on). A view may lack only the last event's entities (a crash
+    between the journal write and its views, which Portfolio.load repairs)."""
+    from core.portfolio import JOURNAL, VIEWS
+
+    journal = sorted(store.get_records(JOURNAL), key=lambda kv: kv[0])
+    last = journal[-1][1] if journal else {}
+    problems = []
+    for kind in VIEWS:
+        source, id_field = _VIEW_SOURCES[kind]
+        ids = {d[id_field] for _, p in journal for d in p.get(source, [])}
+        recent = {d[id_field] for d in last.get(source, [])}
+        keys = {k for k, _ in store.get_records(kind)}
+        if extra := keys - ids:
+            problems.append(f"{len(extra)} {kind} record(s) the journal never wrote")
+        if missing := ids - keys - recent:
+            problems.append(f"{len(missing)} {kind} record(s) of the journal missing")
+    if problems:
+        raise StoreError(
+            "the paper ledger's record kinds disagree (an interrupted reset?): " + "; ".join(problems)
+            + ". Run again with --reset to start from an empty book"
+        )
 
 
 def paper_execution(store: CandleStore, settings: Settings, reset: bool) -> LedgerExecution:
@@ -121,7 +147,8 @@ def paper_execution(store: CandleStore, settings: Settings, reset: bool) -> Ledg
 
     if reset:
         reset_paper_ledger(store)
-    elif store.get_records(JOURNAL):
+    check_ledger_agrees(store)
+    if store.get_records(JOURNAL):
         raise ConfigError(
             "the store already holds a paper ledger from an earlier session; replaying history on top of it would "
             "mix two sessions: pass --reset to replace it (or use another var_dir/store)"

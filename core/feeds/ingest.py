@@ -8,7 +8,10 @@ upsert does the same, so duplicates and out-of-order events never create a secon
 The store is synchronous; writes run in a worker thread, in the background, so the event loop keeps
 reading the socket while a batch commits (rows arriving meanwhile form the next, larger batch; past
 20 batches pending, add() waits for the running write: backpressure instead of unbounded memory). A failed write keeps its rows pending and is retried on the next flush: nothing
-is dropped because the store was briefly unavailable.
+is dropped because the store was briefly unavailable. Every failure counts in `write_failures`, a
+native panic (polars' PanicException is a BaseException) included. A batch the store REFUSES as bad
+data (DataQualityError) is not retried forever: its acceptable rows are kept, the others counted in
+`rows_rejected`. `close()` raises StoreError when received rows remain unwritten: never a silent loss.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from core.boundary import is_process_control
+from core.errors import DataQualityError, StoreError
+from core.plausibility import store_bounds
 from core.storage.base import CandleStore
+from core.storage.validation import split_plausible
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class IngestMetrics:
     rows_written: int = 0
     batches: int = 0
     write_failures: int = 0
+    rows_rejected: int = 0  # rows of a refused batch the store would not accept on their own
     # Seconds from a row's arrival to its batch being committed (queryable), one per written batch's
     # oldest row and newest row; the bench reads percentiles from here.
     latencies: list[float] = field(default_factory=list)
@@ -121,12 +129,21 @@ class CandleWriter:
                 # the lock until it has, so a later batch can never overtake it and be overwritten.
                 await asyncio.gather(write, return_exceptions=True)
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # noqa: BLE001 - a native panic too: see core.boundary
+                if is_process_control(exc):
+                    raise
                 self.metrics.write_failures += 1
+                if isinstance(exc, DataQualityError):  # refused data: retrying the same batch cannot help
+                    frame, dropped = split_plausible(frame, store_bounds(self.store))
+                    self.metrics.rows_rejected += dropped
+                    taken, rows = ([(frame, min(t for _, t in taken))] if len(frame) else []), len(frame)
                 self._pending = taken + self._pending
                 self._pending_rows += rows
-                log.error("writing %d candles failed, kept for the next flush: %s", len(frame), exc)
-                raise
+                log.error("writing %d candles failed, kept for the next flush: %s: %s",
+                          rows, type(exc).__name__, str(exc)[:300])
+                if isinstance(exc, Exception):
+                    raise
+                raise StoreError(f"writing {rows} candles failed: {type(exc).__name__}: {exc}") from exc
             done = self.clock()
             self.metrics.rows_written += written
             self.metrics.batches += 1
@@ -137,8 +154,15 @@ class CandleWriter:
             return written
 
     async def close(self) -> None:
+        """Write everything pending; StoreError naming the rows left unwritten when that fails."""
         if self._timer is not None and not self._timer.done():
             self._timer.cancel()
         if self._inflight is not None:
             await self._inflight
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:
+            raise StoreError(
+                f"{self._pending_rows} received candle(s) could not be written "
+                f"({self.metrics.write_failures} write failure(s)): {exc}"
+            ) from exc

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from core.errors import FeedError, TemporaryFeedError
 from core.feeds.polygon_schemas import ParseCounters, empty_candles, parse_rest_results, ticker_for
+from core.plausibility import Bounds
 from core.retry import async_retry_policy, retry_after_seconds
 from core.settings import Settings
 from core.storage.base import CandleStore
@@ -50,6 +51,8 @@ def _ms(ts: datetime) -> int:
 
 
 class PolygonRestClient:
+    bounds: Bounds | None = None  # plausibility bounds of parsed bars (None: the defaults); set by the runner
+
     def __init__(
         self,
         *,
@@ -166,7 +169,7 @@ class PolygonRestClient:
         while url:
             body = await self._get_json(url, params)
             self.metrics.pages += 1
-            pages.append(parse_rest_results(body.get("results"), symbol, self.counters))
+            pages.append(parse_rest_results(body.get("results"), symbol, self.counters, self.bounds))
             next_url = body.get("next_url")
             url, params = (next_url, None) if isinstance(next_url, str) and next_url else (None, None)
         frame = pl.concat(pages) if pages else empty_candles()

@@ -116,8 +116,12 @@ class CandleGate:
             .with_columns(pl.col("symbol").fill_null(MISSING_SYMBOL).alias("_owner"))
         )
 
-    def validate(self, bars: pl.DataFrame, now: datetime, symbols: list[str] | None = None) -> GateReport:
+    def validate(
+        self, bars: pl.DataFrame, now: datetime, symbols: list[str] | None = None, timeframe: str | None = None
+    ) -> GateReport:
         started = time.perf_counter()
+        if bars.is_empty():  # nothing to run the suite on: every wanted symbol fails for lack of bars
+            return no_bars_report(timeframe, now, symbols or [], time.perf_counter() - started)
         frame = self.derived(bars, now)
         timeframe = frame["timeframe"].drop_nulls()[0]
         owners = frame["_owner"]
@@ -152,18 +156,32 @@ class CandleGate:
         return report
 
 
+def no_bars_report(timeframe: str | None, now: datetime, symbols: list[str], seconds: float = 0.0) -> GateReport:
+    """The report of an empty window: every symbol FAILS with the reason `has_bars` (no bars at all)."""
+    detail = {NO_BARS: {"rows": 0, "first_ts": None, "reason": f"no {timeframe or ''} bars in the store".replace("  ", " ")}}
+    results = tuple(GateResult(s, False, (NO_BARS,), dict(detail)) for s in dict.fromkeys(symbols))
+    report = GateReport(timeframe or "?", now, results, 0, seconds)
+    if results:
+        log.warning("gate failed: no %s bars for %s", timeframe, list(dict.fromkeys(symbols)))
+    return report
+
+
 def run_gate(bars: pl.DataFrame, settings: Settings, now: datetime, *, symbols: list[str] | None = None,
-             gate: CandleGate | None = None) -> GateReport:
+             gate: CandleGate | None = None, timeframe: str | None = None) -> GateReport:
     """Validate the scan's candles; pass a long-lived CandleGate to skip rebuilding the GX context."""
-    return (gate or CandleGate(settings)).validate(bars, now, symbols)
+    if bars.is_empty():  # no GX context needed to say that nothing is there
+        return no_bars_report(timeframe, now, symbols or [])
+    return (gate or CandleGate(settings)).validate(bars, now, symbols, timeframe)
 
 
 def apply_gate(bars: pl.DataFrame, settings: Settings, now: datetime, *, store: Any = None, alerter: Any = None,
-               symbols: list[str] | None = None, gate: CandleGate | None = None) -> tuple[pl.DataFrame, GateReport]:
-    """Gate a scan: store the per-symbol results, alert on failures, return only the passing symbols' bars."""
+               symbols: list[str] | None = None, gate: CandleGate | None = None,
+               timeframe: str | None = None) -> tuple[pl.DataFrame, GateReport]:
+    """Gate a scan: store the per-symbol results, alert on failures, return only the passing symbols' bars.
+    An empty window (a symbol or timeframe without bars) is a FAIL of every wanted symbol, never an error."""
     from core.quality.results import alert_report, store_report
 
-    report = run_gate(bars, settings, now, symbols=symbols, gate=gate)
+    report = run_gate(bars, settings, now, symbols=symbols, gate=gate, timeframe=timeframe)
     if store is not None:
         store_report(store, report)
     if alerter is not None:

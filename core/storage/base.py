@@ -51,4 +51,7 @@ class CandleStore(Protocol):
 
     def delete_records(self, kind: str, keys: list[str]) -> int: ...
 
+    def delete_kinds(self, kinds: list[str]) -> int:
+        """Delete every record of these kinds in ONE transaction (all or nothing); returns rows deleted."""
+
     def close(self) -> None: ...

@@ -22,6 +22,7 @@ import polars as pl
 
 from core.domain import CANDLE_SCHEMA
 from core.errors import StoreError
+from core.plausibility import Bounds
 from core.storage.common import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -68,9 +69,12 @@ def _tail(frame: pl.DataFrame, n: int) -> pl.DataFrame:
 class DuckDBStore:
     """CandleStore on a DuckDB file (or ':memory:')."""
 
-    def __init__(self, path: str | Path, *, batch_rows: int = 100_000, read_only: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_rows: int = 100_000, read_only: bool = False, bounds: Bounds | None = None
+    ) -> None:
         self.path = str(path)
         self.batch_rows = batch_rows
+        self.bounds = bounds or Bounds()  # plausibility: the last line of defence (core/plausibility.py)
         self._lock = threading.RLock()
         self._ready = False
         if self.path != ":memory:":
@@ -116,7 +120,7 @@ class DuckDBStore:
 
     # -- candles --------------------------------------------------------------------------------------
     def upsert_candles(self, candles: pl.DataFrame) -> int:
-        frame = normalise_candles(candles)  # raises before anything is written
+        frame = normalise_candles(candles, self.bounds)  # raises before anything is written
         if frame.is_empty():
             return 0
         # Written in time order so row groups cluster by ts: zonemaps then skip old data in last_bars.
@@ -251,6 +255,15 @@ class DuckDBStore:
             self._ensure()
             rows = self._con.execute(
                 "DELETE FROM records WHERE kind = ? AND key IN (SELECT unnest(?)) RETURNING key", [kind, list(keys)]
+            ).fetchall()
+        return len(rows)
+
+    def delete_kinds(self, kinds: list[str]) -> int:
+        if not kinds:
+            return 0
+        with self._write(f"deleting records of {list(kinds)}", view="_no_view") as con:
+            rows = con.execute(
+                "DELETE FROM records WHERE kind IN (SELECT unnest(?)) RETURNING key", [list(kinds)]
             ).fetchall()
         return len(rows)
 

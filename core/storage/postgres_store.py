@@ -23,6 +23,8 @@ import psycopg
 
 from core.domain import CANDLE_SCHEMA
 from core.errors import StoreError
+from core.plausibility import Bounds
+from core.redact import dsn_secrets, redact
 from core.storage.common import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -43,9 +45,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def redact_dsn(dsn: str) -> str:
-    """Hide the password of a URL (`user:pw@host`) or key=value (`password=pw`) DSN."""
+    """Hide the password of a URL (`user:pw@host`, any scheme) or key=value (`password=pw`) DSN."""
     out = re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", out, flags=re.IGNORECASE)
+    out = re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]+)", r"\1***", out, flags=re.IGNORECASE)
+    return redact(out, dsn_secrets(dsn))
 
 
 def _password(dsn: str) -> str | None:
@@ -77,7 +80,8 @@ class PostgresStore:
     """CandleStore on PostgreSQL / Supabase."""
 
     def __init__(
-        self, dsn: str, *, schema: str = "public", batch_rows: int = 100_000, connect_timeout: float = 10.0
+        self, dsn: str, *, schema: str = "public", batch_rows: int = 100_000, connect_timeout: float = 10.0,
+        bounds: Bounds | None = None,
     ) -> None:
         if not _IDENT.match(schema):
             raise StoreError(f"Postgres schema name {schema!r} must be a plain identifier (letters, digits, _)")
@@ -85,6 +89,7 @@ class PostgresStore:
         self.dsn_redacted = redact_dsn(dsn)
         self.schema = schema
         self.batch_rows = batch_rows
+        self.bounds = bounds or Bounds()  # plausibility: the last line of defence (core/plausibility.py)
         self.connect_timeout = connect_timeout
         self._lock = threading.RLock()
         self._ready = False
@@ -95,10 +100,9 @@ class PostgresStore:
         return f"PostgresStore({self.dsn_redacted!r}, schema={self.schema!r})"
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        msg = str(exc).strip()
-        password = _password(self._dsn)
-        if password:
-            msg = msg.replace(password, "***")
+        # By value: drivers echo the DSN (e.g. psycopg's "invalid dsn" on a SQLAlchemy-form URL).
+        secrets = dsn_secrets(self._dsn) | ({p} if (p := _password(self._dsn)) else set())
+        msg = redact(redact(str(exc).strip(), [self._dsn]), secrets)
         return StoreError(f"{what} (Postgres {self.dsn_redacted}, schema {self.schema}): {msg}")
 
     def _connect(self) -> psycopg.Connection:
@@ -107,7 +111,10 @@ class PostgresStore:
         try:
             self._con = psycopg.connect(self._dsn, connect_timeout=max(1, int(self.connect_timeout)))
         except psycopg.Error as exc:
-            raise self._error("cannot connect; check the DSN and that the server is up", exc) from None
+            scheme = self._dsn.partition("://")[0]
+            hint = (f"; '{scheme}://' is a SQLAlchemy URL, libpq takes 'postgresql://'" if "+" in scheme
+                    and "://" in self._dsn else "")
+            raise self._error(f"cannot connect; check the DSN and that the server is up{hint}", exc) from None
         self._con.execute("SET TIME ZONE 'UTC'")
         self._con.commit()
         return self._con
@@ -154,7 +161,7 @@ class PostgresStore:
 
     # -- candles --------------------------------------------------------------------------------------
     def upsert_candles(self, candles: pl.DataFrame) -> int:
-        frame = normalise_candles(candles)  # raises before anything is written
+        frame = normalise_candles(candles, self.bounds)  # raises before anything is written
         if frame.is_empty():
             return 0
         try:
@@ -295,6 +302,13 @@ class PostgresStore:
             return 0
         with self._tx(f"deleting {kind} records") as cur:
             cur.execute(f"DELETE FROM {self._t('records')} WHERE kind = %s AND key = ANY(%s)", [kind, list(keys)])
+            return cur.rowcount
+
+    def delete_kinds(self, kinds: list[str]) -> int:
+        if not kinds:
+            return 0
+        with self._tx(f"deleting records of {list(kinds)}") as cur:
+            cur.execute(f"DELETE FROM {self._t('records')} WHERE kind = ANY(%s)", [list(kinds)])
             return cur.rowcount
 
     def close(self) -> None:

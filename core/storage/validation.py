@@ -4,14 +4,28 @@ normalise_candles() returns a frame with exactly CANDLE_SCHEMA (extra columns su
 `source` are dropped) or raises DataQualityError naming the offending rows. Timestamp policy:
 naive timestamps are refused (we cannot guess their zone); timezone-aware timestamps in another zone
 are converted to UTC (a lossless, documented repair: the instant is the same).
+
+It is also the store's last line of defence against implausible bars (core/plausibility.py: open time
+in [earliest, now + one bar], finite prices in the sanity range, finite volume in range), whatever
+entry they came through. Anything polars raises on absurd input (even a PanicException, which is a
+BaseException) becomes a DataQualityError: nothing is written.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import polars as pl
 
+from core.boundary import is_process_control
 from core.domain import CANDLE_SCHEMA, TIMEFRAME_DURATION
 from core.errors import DataQualityError
+from core.plausibility import (
+    PRICE_OUT_OF_RANGE,
+    TS_OUT_OF_RANGE,
+    VOLUME_OUT_OF_RANGE,
+    Bounds,
+)
 
 KEY_COLUMNS = ("symbol", "timeframe", "ts")
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -38,8 +52,38 @@ def _normalise_ts(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
 
 
-def normalise_candles(frame: pl.DataFrame) -> pl.DataFrame:
+def _step_ms() -> pl.Expr:
+    return pl.col("timeframe").replace_strict(
+        {tf: int(d.total_seconds() * 1000) for tf, d in TIMEFRAME_DURATION.items()}, return_dtype=pl.Int64
+    )
+
+
+def plausibility_checks(bounds: Bounds, now: datetime) -> list[tuple[str, pl.Expr]]:
+    """The plausibility bounds as (label, bad-row expression) on a CANDLE_SCHEMA frame that also
+    carries `ts_ms` (the open time in epoch milliseconds)."""
+    labels = {
+        TS_OUT_OF_RANGE: f"ts must lie in [{bounds.earliest:%Y-%m-%d}, now + 1 bar]",
+        PRICE_OUT_OF_RANGE: f"prices must be finite and > 0, within [{bounds.min_price:g}, {bounds.max_price:g}]",
+        VOLUME_OUT_OF_RANGE: f"volume must be finite and >= 0 and <= {bounds.max_volume:g}",
+    }
+    return [(f"{labels[kind]} ({kind})", expr.fill_null(True)) for kind, expr in bounds.checks(now, _step_ms())]
+
+
+def normalise_candles(
+    frame: pl.DataFrame, bounds: Bounds | None = None, now: datetime | None = None
+) -> pl.DataFrame:
     """Check a candle batch and return it in CANDLE_SCHEMA; raise DataQualityError otherwise."""
+    try:
+        return _normalise(frame, bounds or Bounds(), now or datetime.now(UTC))
+    except DataQualityError:
+        raise
+    except BaseException as exc:
+        if is_process_control(exc):
+            raise
+        raise DataQualityError(f"candle batch refused, it cannot be checked: {type(exc).__name__}: {exc}") from None
+
+
+def _normalise(frame: pl.DataFrame, bounds: Bounds, now: datetime) -> pl.DataFrame:
     missing = [c for c in CANDLE_SCHEMA if c not in frame.columns]
     if missing:
         raise DataQualityError(f"candle frame lacks required columns {missing}; it has {frame.columns}")
@@ -78,7 +122,15 @@ def normalise_candles(frame: pl.DataFrame) -> pl.DataFrame:
         ("volume must be finite and >= 0", ~v.is_finite() | (v < 0)),
         ("ts is not on the timeframe grid (UTC-aligned open time)", pl.col("ts").dt.epoch("us") % step_us != 0),
     ]
+    # Plausibility first: an absurd open time must not reach the datetime arithmetic of the grid check.
+    with_ms = frame.with_columns(ts_ms=pl.col("ts").dt.epoch("ms"))
     problems = []
+    for label, expr in plausibility_checks(bounds, now):
+        bad = with_ms.filter(expr)
+        if not bad.is_empty():
+            problems.append(f"{label}: {len(bad)} row(s): {_show(bad, len(bad))}")
+    if problems:
+        raise DataQualityError("implausible candles, nothing written:\n  " + "\n  ".join(problems))
     for label, expr in checks:
         bad = frame.filter(expr)
         if not bad.is_empty():
@@ -86,3 +138,21 @@ def normalise_candles(frame: pl.DataFrame) -> pl.DataFrame:
     if problems:
         raise DataQualityError("bad candles, nothing written:\n  " + "\n  ".join(problems))
     return frame
+
+
+def split_plausible(
+    frame: pl.DataFrame, bounds: Bounds | None = None, now: datetime | None = None
+) -> tuple[pl.DataFrame, int]:
+    """The rows of a batch the store would accept one by one, and how many were dropped: lets a
+    streaming writer keep the good rows of a batch the store refused instead of retrying it forever."""
+    good = [row for row in frame.iter_slices(1) if _accepted(row, bounds, now)]
+    kept = pl.concat(good) if good else frame.clear()
+    return kept, len(frame) - len(kept)
+
+
+def _accepted(row: pl.DataFrame, bounds: Bounds | None, now: datetime | None) -> bool:
+    try:
+        normalise_candles(row, bounds, now)
+    except DataQualityError:
+        return False
+    return True

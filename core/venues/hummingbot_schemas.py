@@ -7,6 +7,8 @@ Routes used (all under HTTP basic auth):
   POST /trading/orders/search    HummingbotOrderFilter -> HummingbotPage of HummingbotOrder (newest first)
   POST /trading/trades           HummingbotTradeFilter -> HummingbotPage of HummingbotTrade
   POST /portfolio/state          HummingbotPortfolioFilter -> {account: {connector: [HummingbotTokenBalance]}}
+  GET  /connectors/{connector}/trading-rules                   -> {pair: rule} (core.venues.trading_rules)
+  GET  /accounts/{account}/credentials                          -> [connector names with API keys]
 
 Only this module and core/venues/hummingbot.py know these shapes; the rest of the project sees
 core.domain types. Mapping to domain types happens here, at the edge.
@@ -15,9 +17,17 @@ core.domain types. Mapping to domain types happens here, at the edge.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
 
 from core.domain import OrderStatus, OrderType, Side
 
@@ -34,7 +44,7 @@ class _Response(BaseModel):
 def _aware(v: Any) -> Any:
     """Hummingbot writes ISO timestamps, sometimes without an offset (its DB stores naive UTC)."""
     if isinstance(v, str):
-        v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        v = datetime.fromisoformat(v)  # Python 3.11 reads "Z" and offsets
     if isinstance(v, int | float):
         v = datetime.fromtimestamp(v / 1000 if v > 1e11 else v, tz=UTC)
     if isinstance(v, datetime) and v.tzinfo is None:
@@ -56,16 +66,18 @@ class HummingbotOrderRequest(_Request):
 
 
 class HummingbotOrderAck(_Response):
-    """TradeResponse: order_id is the client order id Hummingbot assigned (not ours)."""
+    """TradeResponse: order_id is the client order id the connector assigned (not ours; numeric on
+    Kraken). amount and price are Decimals, sent as strings, and echo the REQUEST (not what the
+    connector quantized): the venue's values are read from its order rows."""
 
     order_id: str
     account_name: str
     connector_name: str
     trading_pair: str
     trade_type: str
-    amount: float
+    amount: Decimal
     order_type: str
-    price: float | None = None
+    price: Decimal | None = None
     status: str = "submitted"
 
 
@@ -97,7 +109,8 @@ class HummingbotOrder(_Response):
 
 
 class HummingbotTrade(_Response):
-    """One row of /trading/trades (TradeInfo; the repository's dict names the fee fee_paid)."""
+    """One row of /trading/trades (trade_repository.to_dict: fee_paid and fee_currency, the fee in the
+    quote token; timestamp naive ISO, UTC on a server running in UTC)."""
 
     trade_id: str
     order_id: str | None = None
@@ -156,8 +169,12 @@ class HummingbotTradeFilter(_Request):
 
 
 class HummingbotPortfolioFilter(_Request):
+    """PortfolioStateFilterRequest: without refresh=true the server answers its 5-minute cache."""
+
     account_names: list[str] | None = None
     connector_names: list[str] | None = None
+    skip_gateway: bool = False
+    refresh: bool = False
 
 
 class HummingbotTokenBalance(_Response):

@@ -11,6 +11,10 @@ Also here: the venue-neutral views of the venue's orders and fills, and the one 
 whether a venue order is the one an intent produced (used by submit retries and by reconciliation).
 Hummingbot assigns its own client order id, so the match is by pair, side, type, amount, price and a
 creation time after the intent was recorded; orders already claimed by another intent never match.
+The intent holds the order as SENT (quantized to the venue's lot and tick before it was journalled),
+and the venue stores exactly those values, so amount and price must be equal, not merely close. The
+creation time is loose: hummingbot-api stamps an active order with its connector's clock, which it
+moves only every 5 minutes (CLOCK_SLACK covers that).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ FILL_KIND = "venue_fill"
 
 FINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED})
 
-# The venue's clock and ours differ a little; an order created up to this long before the intent was
-# recorded still counts as "after" it.
-CLOCK_SLACK = timedelta(seconds=2)
-# Venues round amounts and prices to their increments; equal within this relative tolerance.
-MATCH_REL_TOL = 1e-6
+# hummingbot-api sets its connectors' clock at start and in its 5-minute state loop only, so an active
+# order's created_at can be up to 5 minutes before the moment it was really placed (plus clock skew).
+CLOCK_SLACK = timedelta(minutes=6)
+# Intents are quantized before they are journalled: what the venue stores equals them up to float
+# representation, so the tolerance is float noise, far below one lot step (1e-8 BTC at ~0.0007 BTC
+# is 1.5e-5 relative).
+MATCH_REL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class VenueOrderView:
     filled_quantity: float
     created_ts: datetime
     average_fill_price: float | None = None
+    from_trades: bool = False  # rebuilt from trade rows only (no order row): quantity = filled amount
 
 
 @dataclass(frozen=True)
@@ -95,10 +102,22 @@ def matches_intent(intent: JournalIntent, view: VenueOrderView) -> bool:
         return False
     if not _close(view.quantity, o.quantity):
         return False
+    if view.from_trades:
+        # Only the fills are known: a limit order's fills are at its price or better.
+        if o.order_type == OrderType.LIMIT and o.price is not None and view.price is not None:
+            better = view.price <= o.price * (1 + MATCH_REL_TOL) if o.side == Side.BUY else view.price >= o.price * (1 - MATCH_REL_TOL)
+            if not better:
+                return False
     # A market order carries no price of its own (the venue may echo a reference price).
-    if o.order_type == OrderType.LIMIT and (view.price is None or o.price is None or not _close(view.price, o.price)):
+    elif o.order_type == OrderType.LIMIT and (view.price is None or o.price is None or not _close(view.price, o.price)):
         return False
-    return view.created_ts >= intent.recorded_ts - CLOCK_SLACK
+    return view.created_ts >= intent_earliest(intent)
+
+
+def intent_earliest(intent: JournalIntent) -> datetime:
+    """The earliest creation time a venue order of this intent can carry: the decision (the order's
+    created_ts, a bar close) or the journalling, whichever came first, less the connector clock's lag."""
+    return min(intent.recorded_ts, intent.order.created_ts) - CLOCK_SLACK
 
 
 def match_intent(
@@ -106,7 +125,12 @@ def match_intent(
 ) -> VenueOrderView | None:
     """The earliest unclaimed venue order this intent could have produced, or None."""
     found = [v for v in views if v.venue_order_id not in claimed and matches_intent(intent, v)]
-    return min(found, key=lambda v: (v.created_ts, v.venue_order_id)) if found else None
+    # Earliest first; numeric venue ids (Kraken's) sort by value, so the first placed wins a tie.
+    return min(found, key=lambda v: (v.created_ts, _id_key(v.venue_order_id))) if found else None
+
+
+def _id_key(venue_order_id: str) -> tuple[int, str]:
+    return (int(venue_order_id), "") if venue_order_id.isdigit() else (0, venue_order_id)
 
 
 def fill_from_view(view: VenueFillView, order: Order) -> Fill:

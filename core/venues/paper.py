@@ -9,6 +9,11 @@ fill per order (no partial fills), with the deterministic id ``<client_order_id>
 
 Exits that the position rules trigger inside a bar (a stop, a take-profit) are executed with
 `execute(client_order_id, ts, price, liquidity)`: the price the rules computed on that bar.
+
+Venue rules: for a symbol listed in execution.paper_trading_rules, an order is quantized exactly as the
+live venue quantizes it (core.venues.trading_rules: amount down to the lot, a buy limit down and a
+sell limit up to the tick) and one below the minimum size or notional raises BelowMinimumError, so
+paper and live decide alike. hummingbot-api has no Kraken paper mode: paper trading is this venue.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from core.errors import VenueError
 from core.positions import Bar, Liquidity, entry_liquidity, fill_fee, fill_price
 from core.settings import Settings
 from core.storage.base import CandleStore
+from core.venues.trading_rules import (
+    BelowMinimum,
+    BelowMinimumError,
+    TradingRule,
+    quantize_order,
+    rules_from_mapping,
+)
 
 FINAL = {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
 
@@ -38,6 +50,14 @@ class PaperVenue:
         self._orders: dict[str, Order] = {}
         self._fills: dict[str, Fill] = {}
         self._balances: dict[str, float] = {quote: settings.risk.capital if cash is None else cash}
+        self._rules: dict[str, TradingRule] = rules_from_mapping(
+            {sym: r.model_dump() for sym, r in settings.execution.paper_trading_rules.items()}
+        )
+
+    def prepare(self, order: Order) -> Order | BelowMinimum:
+        """The order as this venue would place it (quantized by the symbol's rules, if configured)."""
+        rule = self._rules.get(order.symbol.upper())
+        return order if rule is None else quantize_order(order, rule, reference_price=order.price)
 
     # --- the Venue contract ---------------------------------------------------------------------------
 
@@ -47,6 +67,10 @@ class PaperVenue:
             return known  # idempotent: the same id never makes a second order
         if order.order_type is OrderType.LIMIT and (order.price is None or order.price <= 0):
             raise VenueError(f"{order.client_order_id}: a limit order needs a price > 0, got {order.price}")
+        prepared = self.prepare(order)
+        if isinstance(prepared, BelowMinimum):
+            raise BelowMinimumError(prepared)
+        order = prepared
         placed = order.model_copy(update={"status": OrderStatus.OPEN, "venue_order_id": f"paper-{order.client_order_id}"})
         self._orders[order.client_order_id] = placed
         return placed

@@ -13,13 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from core.errors import ConfigError, TradingSystemError
+from core.redact import known_secrets, redact
 from core.settings import Settings, load_settings
 from core.storage.base import CandleStore
 from core.storage.factory import open_store
 
 
 def _out(*objects: object, err: bool = False) -> None:
-    """A console per call: it picks up the terminal width (and COLUMNS) at the time of printing."""
+    """A console per call: it picks up the terminal width (and COLUMNS) at the time of printing.
+    Error text is redacted by value: no configured secret is ever printed (core/redact.py)."""
+    if err:
+        secrets = known_secrets()
+        objects = tuple(redact(o, secrets) if isinstance(o, str) else o for o in objects)
     Console(stderr=err).print(*objects)
 
 
@@ -123,6 +128,9 @@ def status(
     """Coverage of the store: first/last bar, rows and missing bars per symbol and timeframe."""
     import polars as pl
 
+    from core.domain import TIMEFRAME_DURATION
+    from core.plausibility import Bounds
+
     settings = _settings()
     store = _store(settings)
     try:
@@ -142,17 +150,31 @@ def status(
     if cov.is_empty():
         _out("store is empty: run `mlcrypto import` (or `mlcrypto backfill-binance`)")
         return
+    # Timestamps are formatted by polars: a bar dated year 20000 (an older store, written before the
+    # plausibility bounds) has no Python datetime and must not crash the report that should reveal it.
+    fmt = "%Y-%m-%d %H:%M"
+    shown = cov.with_columns(pl.col("first", "last").dt.strftime(fmt))
     table = Table("symbol", "timeframe", "first", "last", "rows", "missing", "gaps", title=f"store: {settings.store.backend}")
-    for r in cov.iter_rows(named=True):
+    for r in shown.iter_rows(named=True):
         table.add_row(
-            r["symbol"], r["timeframe"], f"{r['first']:%Y-%m-%d %H:%M}", f"{r['last']:%Y-%m-%d %H:%M}",
+            r["symbol"], r["timeframe"], r["first"], r["last"],
             f"{r['rows']:,}", f"{r['missing']:,}", str(gap_counts.get((r["symbol"], r["timeframe"]), 0)),
         )
     _out(table)
+    bounds = Bounds.from_settings(settings)
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    step_ms = pl.col("timeframe").replace_strict(
+        {tf: int(d.total_seconds() * 1000) for tf, d in TIMEFRAME_DURATION.items()}, default=0, return_dtype=pl.Int64)
+    outside = cov.filter((pl.col("first").dt.epoch("ms") < bounds.earliest_ms)
+                         | (pl.col("last").dt.epoch("ms") > now_ms + step_ms))
+    if not outside.is_empty():
+        names = ", ".join(f"{s} {t}" for s, t in outside.select("symbol", "timeframe").iter_rows())
+        _out(f"[red]implausible bars stored[/red] (before {bounds.earliest:%Y-%m-%d} or after now + 1 bar) in: {names}; "
+             "they were written before the plausibility bounds: delete them", err=True)
     if gap_list is not None and not gap_list.is_empty():
         gaps = Table("gap start", "gap end (exclusive)", "missing bars", title=f"gaps of {symbol.upper()} {timeframe}")
-        for g in gap_list.iter_rows(named=True):
-            gaps.add_row(f"{g['gap_start']:%Y-%m-%d %H:%M}", f"{g['gap_end']:%Y-%m-%d %H:%M}", f"{g['missing']:,}")
+        for g in gap_list.with_columns(pl.col("gap_start", "gap_end").dt.strftime(fmt)).iter_rows(named=True):
+            gaps.add_row(g["gap_start"], g["gap_end"], f"{g['missing']:,}")
         _out(gaps)
 
 
@@ -172,7 +194,7 @@ def backfill_binance_cmd(
     begin = _when(start, "--start") or stop - timedelta(days=days)
     store = _store(settings)
     try:
-        with BinanceKlinesClient.from_settings(settings) as client:
+        with BinanceKlinesClient.from_settings(settings, quote=settings.feed.binance_quote) as client:
             written = backfill_binance(client, store, syms, timeframe, begin, stop)
     except (TradingSystemError, ValueError) as exc:
         raise _fail(exc) from None

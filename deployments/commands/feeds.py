@@ -1,4 +1,4 @@
-"""Market-data commands: `mlcrypto stream`, `replay-server`, `backfill-polygon`, `health`.
+"""Market-data commands: `mlcrypto stream`, `replay-server`, `backfill` (Kraken, keyless), `backfill-polygon`, `health`.
 
 Times given without an offset are read as UTC. The replay source is the offline default: `stream`
 uses it whenever no Polygon key is configured.
@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.domain import timeframe_duration
 from core.errors import TradingSystemError
 from core.settings import Settings
 from core.storage.factory import open_store
@@ -46,11 +47,11 @@ async def _until_signal(stop: asyncio.Event, seconds: float | None) -> None:
 
 def stream(
     symbols: SymbolsOpt = None,
-    source: Annotated[str, typer.Option(help="polygon | replay | auto (polygon when a key is set).")] = "auto",
+    source: Annotated[str, typer.Option(help="polygon | kraken | replay | auto (feed.source: Polygon with a key, else Kraken, else the replay).")] = "auto",
     seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
 ) -> None:
     """Stream 1m aggregates (XA) into the store, repairing gaps from REST after every reconnect."""
-    from core.feeds.runner import feed_endpoints, run_stream
+    from core.feeds.runner import feed_endpoints, resolve_source, run_stream
 
     settings = _settings()
     wanted = _symbols(symbols, settings)
@@ -59,10 +60,11 @@ def stream(
         store = open_store(settings)
         stop = asyncio.Event()
         await _until_signal(stop, seconds)
-        ends = feed_endpoints(settings, source)
-        console.print(f"streaming {len(wanted)} symbols from {ends.source} ({ends.ws_url}); Ctrl-C to stop")
+        chosen = await asyncio.to_thread(resolve_source, settings, source)
+        url = settings.feed.kraken_ws_url if chosen == "kraken" else feed_endpoints(settings, chosen).ws_url
+        console.print(f"streaming {len(wanted)} symbols from {chosen} ({url}); Ctrl-C to stop")
         try:
-            return await run_stream(settings, store, source=source, symbols=wanted, stop=stop)
+            return await run_stream(settings, store, source=chosen, symbols=wanted, stop=stop)
         finally:
             store.close()
 
@@ -123,6 +125,41 @@ def replay_server(
     asyncio.run(main())
 
 
+def backfill_kraken(
+    symbols: SymbolsOpt = None,
+    timeframe: Annotated[str, typer.Option(help="Bar size: 1m 5m 15m 1h 4h 1d.")] = "1m",
+    start: Annotated[str | None, typer.Option(help="First bar (ISO, UTC); default: as far back as Kraken serves.")] = None,
+    end: Annotated[str | None, typer.Option(help="End, exclusive (ISO, UTC); default: now.")] = None,
+) -> None:
+    """Fill the store from Kraken's public OHLC through ccxt (no key; closed candles only). Kraken serves
+    the newest 720 candles of each interval (12 hours of 1m, 30 days of 1h): older bars are reported
+    as unavailable (for deep history: `mlcrypto backfill-binance`, USDT pairs)."""
+    from core.feeds.kraken_rest import KRAKEN_WINDOW, KrakenRest, backfill
+    from core.feeds.runner import check_universe
+
+    settings = _settings()
+    stop = _when(end, "--end") or datetime.now(UTC)
+    first = _when(start, "--start") or stop - KRAKEN_WINDOW * timeframe_duration(timeframe)
+    store = open_store(settings)
+    try:
+        rest = KrakenRest.from_settings(settings)
+        check = check_universe(rest, _symbols(symbols, settings))
+        if check.missing or check.inactive:
+            err.print(f"[yellow]{check.describe()}[/yellow]")
+        written = backfill(rest, store, list(check.tradable), timeframe, first, stop)
+    except (TradingSystemError, ValueError) as exc:
+        raise _fail(exc) from None
+    finally:
+        store.close()
+    table = Table("symbol", "bars written", title=f"Kraken {timeframe} {first:%Y-%m-%d %H:%M} -> {stop:%Y-%m-%d %H:%M} UTC")
+    for sym, n in written.items():
+        table.add_row(sym, f"{n:,}")
+    console.print(table)
+    if rest.metrics.unavailable_minutes:
+        console.print(f"older than Kraken's {KRAKEN_WINDOW}-candle window, not available: "
+                      f"{rest.metrics.unavailable_minutes:,} minutes in all")
+
+
 def backfill_polygon(
     start: Annotated[str, typer.Option(help="First minute (ISO, UTC).")],
     end: Annotated[str, typer.Option(help="End, exclusive (ISO, UTC).")],
@@ -174,7 +211,7 @@ def health(
         window = store.last_bars(wanted, tf, bars, end=as_of)
         coverage = store.coverage().filter(pl.col("timeframe") == tf)
         gate = CandleGate(settings)
-        _, report = apply_gate(window, settings, as_of, store=store, symbols=wanted, gate=gate,
+        _, report = apply_gate(window, settings, as_of, store=store, symbols=wanted, gate=gate, timeframe=tf,
                                alerter=SlackAlerter.from_settings(settings) if alert else None)
         derived = gate.derived(window, as_of) if not window.is_empty() else None
     except TradingSystemError as exc:
@@ -206,6 +243,9 @@ def health(
             ", ".join(r.failed_expectations),
         )
     console.print(table)
+    empty = [r.symbol for r in report.results if "has_bars" in r.failed_expectations]
+    if empty:
+        console.print(f"[red]FAIL[/red] no {tf} bars in the store for: {', '.join(empty)}")
     console.print(f"gate: {len(report.passed_symbols)} passed, {len(report.failed_symbols)} failed in {report.seconds:.2f}s")
     if not report.passed:
         raise typer.Exit(1)
@@ -214,5 +254,6 @@ def health(
 def register(app: typer.Typer) -> None:
     app.command("stream")(stream)
     app.command("replay-server")(replay_server)
+    app.command("backfill")(backfill_kraken)
     app.command("backfill-polygon")(backfill_polygon)
     app.command("health")(health)

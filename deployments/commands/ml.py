@@ -102,7 +102,7 @@ def evaluate(strategy: StrategyOpt = None, symbols: SymbolsOpt = None, start: St
 
 def promote(strategy: StrategyOpt = None) -> None:
     """Move `champion` to the challenger where its OOS backtest beats the champion's on the same window."""
-    from models.registry import promote as promote_one
+    from models.promotion import promote as promote_one
 
     settings = _settings()
     t = Table("strategy", "promoted", "champion", "challenger", "reason", title="promotion")
@@ -115,7 +115,7 @@ def promote(strategy: StrategyOpt = None) -> None:
 def mlflow_ui(port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
               host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1") -> None:
     """Run `mlflow ui` on the configured tracking store (settings.mlflow_tracking_uri)."""
-    from models.registry import tracking_uri
+    from models.tracking import tracking_uri
 
     uri = tracking_uri(_settings())
     console.print(f"MLflow UI for {uri} on http://{host}:{port}")

@@ -6,10 +6,10 @@ flow runs (run_main_job). Prefect is imported only inside the commands, after it
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,13 +92,13 @@ def _print_session(out: dict[str, Any], seconds: float) -> None:
 # --- up / serve / deploy-check ----------------------------------------------------------------------------
 
 
-def _wait_http(url: str, seconds: float) -> bool:
+def _wait_http(url: str, seconds: float, stop: Callable[[], bool] = lambda: False) -> bool:
     import urllib.request
 
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop():
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback health check
+            with urllib.request.urlopen(url, timeout=2) as r:  # loopback health check
                 if r.status < 500:
                     return True
         except OSError:
@@ -106,62 +106,100 @@ def _wait_http(url: str, seconds: float) -> bool:
     return False
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("ab")
-    return subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def up(
-    seconds: Annotated[float | None, typer.Option(help="Stop everything after N seconds (default: until Ctrl-C).")] = None,
-    stream: Annotated[bool, typer.Option(help="Start the streaming-ingest deployment once the server is up.")] = True,
+    seconds: Annotated[float | None, typer.Option(help="Stop everything after N seconds (default: until Ctrl-C or SIGTERM).")] = None,
+    stream: Annotated[bool, typer.Option(help="Run the streaming ingest (a supervised child) once the server is up.")] = True,
+    profile: Annotated[str, typer.Option(help="local (serve in one process) | cluster (PostgreSQL everywhere, deploy + process workers).")] = "local",
+    workers: Annotated[int, typer.Option(min=1, max=16, help="cluster: process workers on the mlcrypto-process pool.")] = 2,
 ) -> None:
     """Local stack: Prefect server (UI localhost:4200), MLflow UI (localhost:5000), every deployment
-    served, and the stream running (the replay source when no Polygon key is set)."""
+    served, and the stream running (Kraken, or the replay when offline; Polygon with a key). Ctrl-C and
+    SIGTERM stop all of it; the MLflow UI, the serving process and the stream are restarted with
+    backoff when they die (deployments/supervisor.py).
+
+    --profile cluster rehearses the cluster on one machine: the Prefect server on PostgreSQL
+    (PREFECT_API_DATABASE_CONNECTION_URL, Prefect's own setting), the store on PostgreSQL
+    (store.backend=postgres), MLflow's backend on PostgreSQL (ml.tracking_uri), every deployment
+    registered with `prefect deploy --all` and run by `--workers` process workers instead of serve."""
+    import logging
+
     from deployments.prefect_env import api_url, configure
+    from deployments.supervisor import ChildSpec, Supervisor
 
     settings = _settings()
+    if profile not in ("local", "cluster"):
+        raise typer.Exit(_fail_up(f"unknown profile {profile!r}; use local or cluster"))
+    if profile == "cluster":
+        problems = cluster_problems(settings, os.environ)
+        if problems:
+            raise typer.Exit(_fail_up("the cluster profile needs PostgreSQL everywhere:\n  " + "\n  ".join(problems)))
     configure(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logs = settings.data.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     api = api_url(settings)
     env = {**os.environ, "PREFECT_API_URL": api}
     bin_dir = Path(sys.executable).parent
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    try:
-        port = str(settings.schedule.prefect_port)
-        server_cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port]
-        procs.append(("prefect server", _spawn(server_cmd, env, logs / "prefect-server.log")))
-        if not _wait_http(api.removesuffix("/api") + "/api/health", 180):
-            raise typer.Exit(_fail_up(f"the Prefect server did not answer on {api}; see {logs / 'prefect-server.log'}"))
-        console.print(f"Prefect UI     http://127.0.0.1:{port}")
-        ensure_ledger_limit(env)
-        ml_port = settings.schedule.mlflow_ui_url.rsplit(":", 1)[-1].strip("/")
-        mlflow_cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-                      "--host", "127.0.0.1", "--port", ml_port]
-        procs.append(("mlflow ui", _spawn(mlflow_cmd, env, logs / "mlflow-ui.log")))
-        console.print(f"MLflow UI      {settings.schedule.mlflow_ui_url}")
-        procs.append(("serve", _spawn([sys.executable, "-m", "deployments.serve"], env, logs / "serve.log")))
+    from core.alerts import AlertKind, SlackAlerter
+
+    alerter = SlackAlerter.from_settings(settings)  # a child killed with -9 runs no hook: say it here
+    sup = Supervisor(cwd=PROJECT_ROOT, env=env,
+                     on_exit=lambda title, lines: alerter.send(AlertKind.FLOW_FAILURE, f"mlcrypto up: {title}", lines))
+    sup.install_signal_handlers()  # from here on SIGTERM stops the stack exactly as Ctrl-C does
+    port = str(settings.schedule.prefect_port)
+    sup.start(ChildSpec("prefect server", [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                           "--port", port], logs / "prefect-server.log"))
+    if not _wait_http(api.removesuffix("/api") + "/api/health", 180, stop=lambda: sup.stop_reason is not None):
+        sup.stop_all()
+        if sup.stop_reason is not None:
+            return
+        raise typer.Exit(_fail_up(f"the Prefect server did not answer on {api}; see {logs / 'prefect-server.log'}"))
+    console.print(f"Prefect UI     http://127.0.0.1:{port}")
+    ensure_ledger_limit(env)
+    ml_port = settings.schedule.mlflow_ui_url.rsplit(":", 1)[-1].strip("/")
+    sup.start(ChildSpec("mlflow ui", [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+                                      settings.mlflow_tracking_uri, "--host", "127.0.0.1", "--port", ml_port],
+                        logs / "mlflow-ui.log", restart=True))
+    console.print(f"MLflow UI      {settings.schedule.mlflow_ui_url}")
+    if profile == "cluster":
+        out = deploy_all(api, env=env)
+        if out.returncode:
+            sup.stop_all()
+            raise typer.Exit(_fail_up(f"prefect deploy --all failed: {out.stderr[-1500:]}"))
+        for i in range(1, workers + 1):
+            sup.start(ChildSpec(f"worker {i}", [str(bin_dir / "prefect"), "worker", "start", "--pool", WORK_POOL,
+                                                "--name", f"mlcrypto-worker-{i}"], logs / f"worker-{i}.log",
+                                restart=True))
+        console.print(f"deployments    registered on pool {WORK_POOL}, {workers} process workers (logs {logs})")
+    else:
+        sup.start(ChildSpec("serve", [sys.executable, "-m", "deployments.serve"], logs / "serve.log", restart=True))
         console.print(f"deployments    served from this machine (log {logs / 'serve.log'})")
-        if stream:
-            _start_stream(env, settings)
-        console.print("running; Ctrl-C stops everything" + (f" (or after {seconds:.0f} s)" if seconds else ""))
-        deadline = time.monotonic() + seconds if seconds else None
-        while deadline is None or time.monotonic() < deadline:
-            for name, p in procs:
-                if p.poll() is not None:
-                    raise typer.Exit(_fail_up(f"{name} exited with code {p.returncode}; see {logs}"))
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for _, p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)  # its own session: the process and its children
-        for _, p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+    if stream:
+        sup.start(ChildSpec("stream", [sys.executable, "-c", STREAM_CHILD], logs / "stream.log", restart=True))
+        console.print(f"stream         streaming-ingest flow run, feed.source={settings.feed.source} "
+                      f"(log {logs / 'stream.log'})")
+    console.print("running; Ctrl-C or SIGTERM stops everything" + (f" (or after {seconds:.0f} s)" if seconds else ""))
+    code = sup.run(seconds)
+    if code:
+        raise typer.Exit(_fail_up(sup.failed or "a child failed"))
+
+
+def cluster_problems(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """What keeps the cluster profile from running on PostgreSQL everywhere (empty when ready)."""
+    problems = []
+    db = environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    if not db.startswith("postgresql+asyncpg://"):
+        problems.append("PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user@host:5432/prefect (the Prefect server's database)")
+    if settings.store.backend != "postgres":
+        problems.append("MLCRYPTO_STORE__BACKEND=postgres and MLCRYPTO_STORE__POSTGRES_DSN=postgresql://... (the store)")
+    if not (settings.ml.tracking_uri or "").startswith("postgresql"):
+        problems.append("MLCRYPTO_ML__TRACKING_URI=postgresql+psycopg://user@host:5432/mlflow (MLflow's backend)")
+    return problems
+
+
+# The stream as its own supervised process: a streaming-ingest flow run reported to the Prefect server
+# (visible in the UI), restarted with backoff by the supervisor when it dies.
+STREAM_CHILD = "from flows.streaming_ingest import streaming_ingest; streaming_ingest()"
 
 
 def _fail_up(message: str) -> int:
@@ -176,23 +214,7 @@ def ensure_ledger_limit(env: dict[str, str], cwd: Path = PROJECT_ROOT) -> None:
 
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "global-concurrency-limit", "create", LEDGER_LIMIT, "--limit", "1"], cwd=cwd, env=env,
-                   capture_output=True, text=True, timeout=300)
-
-
-def _start_stream(env: dict[str, str], settings: Settings) -> None:
-    """Once the served deployments are registered, ask for one streaming-ingest run."""
-    code = (
-        "import time\n"
-        "from prefect.deployments import run_deployment\n"
-        "for _ in range(120):\n"
-        "    try:\n"
-        "        r = run_deployment('streaming-ingest/streaming-ingest', timeout=0); print(r.id); break\n"
-        "    except Exception: time.sleep(2)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    source = "Polygon" if settings.feed.polygon_api_key is not None else "the local replay"
-    run_id = out.stdout.strip() or "not started: " + out.stderr[-200:]
-    console.print(f"stream         streaming-ingest from {source} (flow run {run_id})")
+                   capture_output=True, text=True, timeout=300, check=False)
 
 
 def serve() -> None:
@@ -240,10 +262,10 @@ def deploy_all(
     env = {**os.environ, **(env or {}), "PREFECT_API_URL": api}
     prefect = str(Path(sys.executable).parent / "prefect")
     subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cwd=cwd, env=env,
-                   capture_output=True, text=True, timeout=timeout)
+                   capture_output=True, text=True, timeout=timeout, check=False)
     ensure_ledger_limit(env, cwd)
-    cmd = [prefect, "--no-prompt", "deploy", "--all"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def write_schedules(settings: Settings, path: Path | None = None) -> bool:
