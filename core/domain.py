@@ -117,7 +117,8 @@ class ReasonCode(StrEnum):
     LOST_CONFLICT = "lost_conflict"  # another strategy's signal on the same symbol won
     REGIME_NO_ENTRIES = "regime_no_entries"
     REGIME_NO_SWING = "regime_no_swing"
-    LOW_CONFIDENCE = "low_confidence"
+    LOW_CONFIDENCE = "low_confidence"  # ml.decision_rule=threshold: p below the strategy's threshold
+    LOW_EXPECTED_VALUE = "low_expected_value"  # ml.decision_rule=ev: net EV at or below ml.min_ev
     SYMBOL_HELD = "symbol_held"
     SYMBOL_PENDING = "symbol_pending"  # resting entry orders for the symbol
     MAX_POSITIONS = "max_positions"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.decision_rule import decide
 from core.domain import ReasonCode, Regime, Scores, Signal, StrategyName
-from core.scoring import min_confidence
 from core.settings import Settings
 
 
@@ -107,11 +107,9 @@ def check_regime(signal: Signal, regime: Regime, effects: RegimeEffects) -> Risk
 
 
 def check_confidence(signal: Signal, scores: Scores, effects: RegimeEffects, settings: Settings) -> RiskCheck:
-    threshold = min_confidence(signal.strategy, settings) + effects.threshold_add
-    # Rounded so a rule-only p equal to the threshold is not refused by float noise (0.6 + 0.0).
-    if round(scores.confidence, 9) < round(threshold, 9):
-        return RiskCheck.deny(ReasonCode.LOW_CONFIDENCE, f"confidence {scores.confidence:.2f} < threshold {threshold:.2f}")
-    return RiskCheck.ok()
+    """The decision rule (settings.ml.decision_rule: net EV or SPEC's threshold; core.decision_rule)."""
+    decision = decide(signal, scores, effects.threshold_add, settings)
+    return RiskCheck.ok() if decision.take else RiskCheck.deny(decision.code, decision.reason)
 
 
 def check_book(signal: Signal, view: PortfolioView, settings: Settings) -> RiskCheck:

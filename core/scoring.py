@@ -13,12 +13,16 @@ the bare rule, so rule-only trading takes no new entries in CAUTION.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+import numpy as np
 
 import polars as pl
 
 from core.domain import OrderType, Scores, Signal, StrategyName
 from core.settings import Settings
+
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
 
 
 @runtime_checkable
@@ -69,17 +73,25 @@ def min_confidence(strategy: StrategyName, settings: Settings) -> float:
     return float(getattr(settings.strategy, strategy.value).min_confidence)
 
 
-def round_trip_fees(signal: Signal, settings: Settings) -> float:
-    """Entry fee (maker for a limit grid, taker for a market entry) plus a taker exit, as a fraction."""
+def round_trip_fee(entry_type: OrderType | str, settings: Settings) -> float:
+    """Entry fee (maker for a limit grid, taker + slippage for a market entry) plus a taker exit, as a fraction."""
     ex = settings.execution
-    entry = ex.maker_fee if signal.plan.entry_type == OrderType.LIMIT else ex.taker_fee + ex.slippage
+    entry = ex.maker_fee if OrderType(entry_type) == OrderType.LIMIT else ex.taker_fee + ex.slippage
     return entry + ex.taker_fee
+
+
+def round_trip_fees(signal: Signal, settings: Settings) -> float:
+    return round_trip_fee(signal.plan.entry_type, settings)
+
+
+def net_ev(p: FloatOrArray, take_profit: FloatOrArray, stop_loss: FloatOrArray, fees: FloatOrArray) -> FloatOrArray:
+    """EV = p*TP - (1-p)*SL - fees, as a fraction of the notional (scalars or numpy arrays)."""
+    return p * take_profit - (1.0 - p) * stop_loss - fees
 
 
 def expected_value(signal: Signal, scores: Scores, settings: Settings) -> float:
     """EV = p*TP - (1-p)*SL - round-trip fees, as a fraction of the notional."""
-    p = scores.confidence
-    return p * scores.take_profit_pct - (1.0 - p) * scores.stop_loss_pct - round_trip_fees(signal, settings)
+    return float(net_ev(scores.confidence, scores.take_profit_pct, scores.stop_loss_pct, round_trip_fees(signal, settings)))
 
 
 class RuleOnlyScorer:

@@ -18,6 +18,7 @@ import json
 import os
 import tomllib
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -345,7 +346,21 @@ class FeedSettings(_Section):
     )
 
 
+class DecisionRule(StrEnum):
+    """How a model-scored signal is accepted (core.decision_rule; docs/ml.md "Decision rule")."""
+
+    EV = "ev"  # net expected value from p and the model's own TP/SL, after fees and slippage, above ml.min_ev
+    THRESHOLD = "threshold"  # SPEC: calibrated p >= strategy.<name>.min_confidence
+
+
 class MLSettings(_Section):
+    decision_rule: DecisionRule = DecisionRule.THRESHOLD  # by the OOS book evidence, docs/ml.md "Decision rule"
+    min_ev: float = Field(default=0.0, ge=-0.05, le=0.05, description="EV rule: take when net EV > this (fraction of notional).")
+    edge_features: bool = Field(default=False, description="Add models.edge_features' context inputs (issue 12; see docs/ml.md).")
+    train_all_symbols: bool = Field(default=False, description="Train on every coin in the data file, not just data.symbols.")
+    outcome_features: bool = Field(
+        default=False, description="Own settled outcomes as features (models.edge_features); a scorer must supply them."
+    )
     tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
     experiment_prefix: str = "mlcrypto"
     registered_model_prefix: str = "mlcrypto"

@@ -16,15 +16,21 @@ from core.domain import StrategyName
 from core.errors import DataQualityError
 from core.settings import Settings
 from core.strategies.registry import FEATURE_NAMES, detect_all
-from models.features import CONTEXT_FEATURES, context_features, event_features
+from models.edge_features import OUTCOME_FEATURES, outcome_features
+from models.features import CONTEXT_FEATURES, context_feature_names, context_features, event_features
 from models.labels import label_events
 
 STRATEGIES: tuple[str, ...] = tuple(s.value for s in StrategyName)
 
 
-def feature_names(strategy: str) -> list[str]:
-    """Model inputs of a strategy: its own detector features, then the shared context features."""
-    return [*FEATURE_NAMES[StrategyName(strategy)], *CONTEXT_FEATURES]
+def feature_names(strategy: str, settings: Settings | None = None) -> list[str]:
+    """Model inputs of a strategy: its own detector features, then the shared context features (with the
+    opt-in edge context and own-outcome features when `settings` turns them on)."""
+    names = [*FEATURE_NAMES[StrategyName(strategy)], *CONTEXT_FEATURES]
+    if settings is not None:
+        names += [f for f in context_feature_names(settings) if f not in CONTEXT_FEATURES]
+        names += list(OUTCOME_FEATURES) if settings.ml.outcome_features else []
+    return names
 
 
 @dataclass
@@ -46,13 +52,16 @@ def load_history(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> pl.DataFrame:
-    """Shipped history from the data directory (core.data_import) as a CANDLE_SCHEMA frame sorted by (symbol, ts)."""
+    """Shipped history from the data directory (core.data_import) as a CANDLE_SCHEMA frame sorted by (symbol, ts).
+
+    Without `symbols`: the monitored coins, or every coin in the file when settings.ml.train_all_symbols
+    (issue 12 "more events"; per-coin differences stay in the coin features)."""
     timeframe = timeframe or settings.data.detection_timeframe
-    syms = list(symbols or settings.data.symbols)
+    syms = list(symbols) if symbols else (None if settings.ml.train_all_symbols else list(settings.data.symbols))
     bars = load_shipped(settings.data.data_dir, timeframe, syms, start, end)
     if bars.is_empty():
         raise DataQualityError(
-            f"no {timeframe} history for {syms} in {settings.data.data_dir} between {start} and {end}; "
+            f"no {timeframe} history for {syms or 'any symbol'} in {settings.data.data_dir} between {start} and {end}; "
             "set data.data_dir (MLCRYPTO_DATA__DATA_DIR) or widen the window"
         )
     return bars.sort("symbol", "ts")
@@ -71,12 +80,14 @@ def build_events(
     keys = ["symbol", "timeframe", "ts", "strategy"]
     out: dict[str, StrategyEvents] = {}
     for strategy in strategies:
-        names = feature_names(strategy)
+        names = feature_names(strategy, settings)
         mine = labelled.filter(pl.col("strategy") == strategy) if labelled.height else labelled
         if mine.is_empty():
             out[strategy] = StrategyEvents(strategy, names, pl.DataFrame())
             continue
         feats = event_features(mine, bars, tuple(FEATURE_NAMES[StrategyName(strategy)]), settings, context)
+        if settings.ml.outcome_features:  # the strategy's own results settled before each signal (opt-in)
+            feats = feats.join(outcome_features(mine, mine), on=["symbol", "ts", "strategy"], how="left")
         events = mine.drop("features").join(feats, on=keys, how="left")
         out[strategy] = StrategyEvents(strategy, names, events.sort("ts", "symbol"))
     return out

@@ -18,6 +18,7 @@ from core.domain import timeframe_duration
 from core.errors import DataQualityError
 from core.regime import regime_frame
 from core.settings import Settings
+from models.edge_features import EDGE_CONTEXT_FEATURES, edge_context_features
 
 COIN_FEATURES: tuple[str, ...] = (
     "coin_vol_30d", "coin_liquidity_30d", "coin_vol_ratio_3d_30d", "coin_dist_support_72h", "coin_dist_resistance_72h",
@@ -90,14 +91,18 @@ def market_features(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     )
 
 
+def context_feature_names(settings: Settings) -> tuple[str, ...]:
+    """CONTEXT_FEATURES, plus models.edge_features' context when settings.ml.edge_features is on (issue 12)."""
+    return CONTEXT_FEATURES + (EDGE_CONTEXT_FEATURES if settings.ml.edge_features else ())
+
+
 def context_features(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """Per (symbol, ts) of a one-timeframe candle frame: CONTEXT_FEATURES (coin, then market)."""
+    """Per (symbol, ts) of a one-timeframe candle frame: context_feature_names (coin, market, then edge)."""
     timeframe = str(bars["timeframe"][0])
-    return (
-        coin_features(bars, timeframe)
-        .join(market_features(bars, settings), on="ts", how="left")
-        .select("symbol", "ts", *(pl.col(f).cast(pl.Float64) for f in CONTEXT_FEATURES))
-    )
+    frame = coin_features(bars, timeframe).join(market_features(bars, settings), on="ts", how="left")
+    if settings.ml.edge_features:
+        frame = frame.join(edge_context_features(bars, timeframe), on=["symbol", "ts"], how="left")
+    return frame.select("symbol", "ts", *(pl.col(f).cast(pl.Float64) for f in context_feature_names(settings)))
 
 
 def event_features(
@@ -117,7 +122,7 @@ def event_features(
         "symbol": pl.Utf8, "timeframe": pl.Utf8, "ts": bars.schema["ts"], "strategy": pl.Utf8
     }
     if signal_rows.is_empty():
-        return pl.DataFrame(schema={**ids, **{f: pl.Float64 for f in (*feature_names, *CONTEXT_FEATURES)}})
+        return pl.DataFrame(schema={**ids, **{f: pl.Float64 for f in (*feature_names, *context_feature_names(settings))}})
     own = signal_rows.select(*ids, "features").unnest("features")
     missing = [f for f in feature_names if f not in own.columns]
     if missing:
@@ -126,4 +131,4 @@ def event_features(
         timeframe = signal_rows["timeframe"][0]
         context = context_features(bars.filter(pl.col("timeframe") == timeframe), settings)
     out = own.with_columns(pl.col("ts").cast(bars.schema["ts"])).join(context, on=["symbol", "ts"], how="left")
-    return out.select(*ids, *(pl.col(f).cast(pl.Float64) for f in (*feature_names, *CONTEXT_FEATURES)))
+    return out.select(*ids, *(pl.col(f).cast(pl.Float64) for f in (*feature_names, *context_feature_names(settings))))

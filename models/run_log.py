@@ -24,10 +24,12 @@ from mlflow.tracking.context.registry import resolve_tags
 
 from core.settings import Settings
 from models.evaluate import PRED_PREFIX, WalkForwardResult
+from models.explain import explain_strategy_model
 from models.packaging import log_model
 from models.plots import plot_calibration, plot_equity, plot_feature_importance
 from models.tracking import CHALLENGER, MlflowTarget, experiment_id, experiment_name, model_name, scoped_uris
 from models.train import CALIBRATION, StrategyModel, booster_params
+from models.uncertainty import uncertainty_metrics
 
 EQUITY_LABELS = {"ml": "ML-filtered", "rule": "rule-only", "bh": "buy-and-hold BTC"}
 
@@ -56,9 +58,26 @@ def _params(model: StrategyModel, wf: WalkForwardResult, settings: Settings) -> 
     }
 
 
-def _metrics(wf: WalkForwardResult, backtest: dict[str, Any], learning: dict[str, Any] | None) -> list[Metric]:
+def _uncertainty(wf: WalkForwardResult, backtest: dict[str, Any], n_trials: int) -> dict[str, float]:
+    """Issue 12: bootstrap intervals of the pooled OOS AUC/Brier and the ML book's daily Sharpe, and the DSR."""
+    if wf.predictions.is_empty():
+        return {}
+    equity = backtest.get("ml_equity")
+    returns = None
+    if equity is not None and equity.height:
+        daily = equity.sort("ts").group_by_dynamic("ts", every="1d").agg(pl.col("equity").last())
+        returns = daily["equity"].pct_change().drop_nulls().to_numpy()
+    y = wf.predictions["success"].to_numpy().astype(int)
+    p = wf.predictions[PRED_PREFIX + "confidence"].to_numpy()
+    return _finite(uncertainty_metrics(y, p, returns, n_trials, periods_per_year=365, n_boot=500), "unc_")
+
+
+def _metrics(
+    wf: WalkForwardResult, backtest: dict[str, Any], learning: dict[str, Any] | None, n_trials: int = 1
+) -> list[Metric]:
     now = int(time.time() * 1000)
     flat = _finite(wf.pooled, "oos_") | _finite(backtest.get("ml", {}), "bt_ml_")
+    flat |= _uncertainty(wf, backtest, n_trials)
     flat |= _finite(backtest.get("rule", {}), "bt_rule_") | _finite(backtest.get("bh", {}), "bt_bh_")
     if learning is not None:
         flat |= {k: float(v) for k, v in _learning_counts(learning).items()}
@@ -101,6 +120,8 @@ def _artifacts(
         out.append((d / "ml_accuracy.json", "evaluation"))
     (d / "walk_forward.json").write_text(json.dumps({"folds": wf.folds, "pooled": wf.pooled}, indent=2, default=str))
     out.append((d / "walk_forward.json", "evaluation"))
+    if not wf.predictions.is_empty():  # issue 12: SHAP summary per output of the final model, on the OOS events
+        out += [(path, "explanations") for path in explain_strategy_model(model, wf.predictions, d).values()]
     return out
 
 
@@ -112,6 +133,7 @@ def log_training_run(
     example: pl.DataFrame,
     n_events: int,
     learning: dict[str, Any] | None = None,
+    n_trials: int = 1,
 ) -> RunRecord:
     """Log params, metrics, plots, equity curves and the model; register it and alias it `challenger`.
 
@@ -119,7 +141,8 @@ def log_training_run(
     value}, "rule": {...}, "ml_equity": frame(ts, equity), "rule_equity": ...} (+ "bh", "bh_equity":
     buy-and-hold BTC). `learning` (models.pipeline.learning_summary): stored outcomes used (params and
     metrics outcome_trades / outcome_rows_used / outcome_duplicates) and the ML accuracy (metrics acc_*,
-    artifact evaluation/ml_accuracy.json).
+    artifact evaluation/ml_accuracy.json). `n_trials`: configurations tried to arrive at this model (e.g.
+    models.tuning.TuningResult.n_trials), the Deflated Sharpe Ratio's input (metric unc_deflated_sharpe).
     """
     target = MlflowTarget.from_settings(settings)
     c = target.client()
@@ -140,7 +163,7 @@ def log_training_run(
         if learning is not None:
             params |= _learning_counts(learning)
         c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        _log_metrics(c, run_id, _metrics(wf, backtest, learning))
+        _log_metrics(c, run_id, _metrics(wf, backtest, learning, n_trials))
         with tempfile.TemporaryDirectory() as tmp:
             for path, folder in _artifacts(model, wf, backtest, learning, Path(tmp)):
                 c.log_artifact(run_id, str(path), folder)

@@ -30,11 +30,11 @@ STRATS = ("dca", "swing")
 
 
 def _settings(tmp: Path, prefix: str = "lo") -> Settings:
-    # Low thresholds so that a 6-week session takes model-scored trades of both strategies.
+    # Low thresholds (SPEC's threshold rule, not EV) so that a 6-week session takes model-scored trades of both strategies.
     return load_settings(
         data={"var_dir": str(tmp), "symbols": SYMBOLS},
         ml={"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "registered_model_prefix": prefix, "experiment_prefix": prefix,
-            "n_estimators": 30, "walk_forward_folds": 3},
+            "n_estimators": 30, "walk_forward_folds": 3, "decision_rule": "threshold"},
         strategy={"dca": {"min_confidence": 0.3}, "swing": {"min_confidence": 0.2}},
     )  # fmt: skip
 

@@ -85,9 +85,16 @@ def test_log_training_run_when_logged_then_params_metrics_plots_and_model_record
                 "bt_ml_total_return", "bt_rule_total_return"):
         assert key in run.data.metrics, key
     assert run.data.metrics["oos_auc"] == pytest.approx(trained.walk_forward.pooled["auc"])
-    arts = {a.path for d in ("plots", "evaluation") for a in c.list_artifacts(run.info.run_id, d)}
+    arts = {a.path for d in ("plots", "evaluation", "explanations") for a in c.list_artifacts(run.info.run_id, d)}
     assert {"plots/feature_importance.png", "plots/calibration.png", "plots/oos_equity.png",
-            "evaluation/oos_predictions.parquet", "evaluation/oos_equity_ml.parquet"} <= arts
+            "evaluation/oos_predictions.parquet", "evaluation/oos_equity_ml.parquet",
+            "explanations/shap_dca_confidence.png", "explanations/shap_dca_take_profit_pct.png"} <= arts
+    # issue 12: how sure we are -- intervals around the pooled OOS AUC/Brier, the DSR with its trial count
+    m = run.data.metrics
+    assert m["unc_auc"] == pytest.approx(m["oos_auc"])
+    assert m["unc_auc_ci_low"] <= m["unc_auc"] <= m["unc_auc_ci_high"]
+    assert m["unc_brier_ci_low"] <= m["unc_brier"] <= m["unc_brier_ci_high"]
+    assert m["unc_n_trials"] == 1.0 and 0.0 <= m["unc_deflated_sharpe"] <= 1.0
     info = mlflow.models.Model.load(download_version(c, name, version))  # the package's MLmodel
     assert info.signature is not None and "coin_vol_30d" in info.signature.inputs.input_names()
     assert info.saved_input_example_info is not None

@@ -79,10 +79,11 @@ def test_check_confidence_when_caution_then_threshold_raised_by_010() -> None:
 
 
 def test_check_confidence_when_below_threshold_then_refused_with_numbers() -> None:
-    signal = make_signal("BTC", StrategyName.SWING, S)
-    [rule] = RuleOnlyScorer(S).score([signal])
+    t = load_settings(ml={"decision_rule": "threshold"})  # SPEC's rule; the EV rule is in test_decision_rule
+    signal = make_signal("BTC", StrategyName.SWING, t)
+    [rule] = RuleOnlyScorer(t).score([signal])
     weak = rule.model_copy(update={"confidence": 0.55, "rule_only": False, "model_version": "1"})
-    assert check_confidence(signal, weak, regime_effects(Regime.NORMAL, S), S).reason == "confidence 0.55 < threshold 0.65"
+    assert check_confidence(signal, weak, regime_effects(Regime.NORMAL, t), t).reason == "confidence 0.55 < threshold 0.65"
 
 
 def test_check_min_notional_when_below_minimum_then_refused() -> None:
