@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-
 import polars as pl
 
 from core.domain import OrderType, Scores, Signal, StrategyName
