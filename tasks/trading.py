@@ -75,9 +75,9 @@ def plan_scan(rt: Runtime, signals: list[Signal], bars: pl.DataFrame, regime: tu
     scorer = rt.get_scorer()
     if signals and isinstance(scorer, ObservesBars):
         scorer.observe_bars(bars)  # coin/market context features at the scan's last bars
-    book = rt.account.book
-    return plan(signals, book.view(latest_marks(bars)), book.decisions, regime, load_regime_state(rt.store),
-                scorer, rt.settings, now)
+    account = rt.account
+    view = account.sizing_view(latest_marks(bars)) if signals else account.book.view(latest_marks(bars))
+    return plan(signals, view, account.book.decisions, regime, load_regime_state(rt.store), scorer, rt.settings, now)
 
 
 @task(name="record_regime", **IO_RETRIES)

@@ -176,3 +176,19 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     assert pf.book.cash == pytest.approx(pf.book.capital + hb.state.balances["USD"] - 10_000.0)
     assert venue.journal.net_holdings()["BTC"] == pytest.approx(hb.state.balances.get("BTC", 0.0), abs=1e-12)
     venue.close()
+
+
+def test_live_sizing_when_venue_holds_less_than_book_then_sized_on_fresh_venue_balance(
+    hb: HummingbotTestServer, store: DuckDBStore
+) -> None:
+    """Live sizing reads the venue's quote balance fresh (`refresh: true`), not the server's 5-minute
+    cache: after the balance drops at the venue, the next view already sizes on it."""
+    settings = settings_for(hb, mode="live", confirm_live=True)
+    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
+    account = Account.load(store, settings, LiveDriver(venue))
+    assert venue.balances(refresh=False)["USD"] == 10_000.0  # warms the server's cache
+    assert account.sizing_view({}).equity == account.book.cash == settings.risk.capital  # the book is lower
+    hb.state.balances["USD"] = 300.0  # e.g. a withdrawal: the cache still says 10,000
+    assert venue.balances(refresh=False)["USD"] == 10_000.0
+    assert account.sizing_view({}).equity == 300.0
+    venue.close()

@@ -11,6 +11,7 @@ from typing import Any
 from core.domain import Decision, Order, OrderStatus, OrderType, ReasonCode
 from core.errors import ConfigError
 from core.positions import Bar, ManagedPosition
+from core.risk import PortfolioView
 from core.settings import Settings
 from core.storage.base import RecordStore
 from core.trading.book import Book
@@ -55,6 +56,16 @@ class Account:
             return
         self.book.decisions.update({d.signal_id: d for d in decisions})
         self.commit("decision", decisions=decisions)
+
+    def sizing_view(self, marks: dict[str, float]) -> PortfolioView:
+        """The book's view for risk and sizing. Live, the cash is capped by the venue's fresh quote
+        balance (Hummingbot: `refresh: true`, not its 5-minute cache), so sizing never spends money the
+        venue does not hold (a transfer, or a fill not booked yet)."""
+        if self.driver.mode is not Mode.LIVE:
+            return self.book.view(marks)
+        held = self.venue.balances().get(self.settings.data.quote)
+        cash = self.book.cash if held is None else min(self.book.cash, held)
+        return self.book.view(marks, cash=cash)
 
     def open(self, planned: PlannedEntry) -> ManagedPosition | None:
         """Open a planned entry: its orders as the venue will place them (lot and tick, so the book

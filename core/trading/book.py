@@ -53,9 +53,10 @@ class Book:
     def unrealised_pnl(self, marks: dict[str, float] | None = None) -> float:
         return valuation.unrealised_pnl(self.open_positions(), self._marks(marks))
 
-    def view(self, marks: dict[str, float] | None = None) -> PortfolioView:
-        """What risk and sizing see: equity at the marks and every open or pending position's notional."""
-        return valuation.risk_view(self.cash, self.open_positions(), self._marks(marks))
+    def view(self, marks: dict[str, float] | None = None, cash: float | None = None) -> PortfolioView:
+        """What risk and sizing see: equity at the marks and every open or pending position's notional
+        (`cash`: a lower figure to size on, e.g. the live venue's fresh balance)."""
+        return valuation.risk_view(self.cash if cash is None else cash, self.open_positions(), self._marks(marks))
 
     def balances(self, quote: str = "USDT") -> dict[str, float]:
         bal: dict[str, float] = {quote: self.cash}
