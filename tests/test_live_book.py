@@ -144,19 +144,22 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     hb.state.settle()
     hb.state.fill(e1.venue_order_id, 0.0003)
     booked = apply_venue_fills(pf, venue.fills_since())
-    assert [type(e) for e in booked] == [Filled]  # the partial level waits: its order is still working
-    assert pos.quantity == q0 and pos.avg_price == 60_000.0
+    # Both are booked at once: level 0 whole, level 1's 0.0003 while its order still works for the rest.
+    assert [(type(e), e.quantity) for e in booked] == [(Filled, q0), (Filled, 0.0003)]
+    qty = q0 + 0.0003
+    cost = 60_000.0 * q0 + 59_400.0 * 0.0003
+    assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+    lv1 = pos.entry_levels[1]
+    assert lv1.resting and lv1.booked_quantity == 0.0003 and pf.book.orders[e1.client_order_id].filled_quantity == 0.0003
     # The next day's first bar: level 1 expires and is cancelled at the venue with its part filled.
     clock.at = T0 + timedelta(hours=25, minutes=1)
     apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=1), 60_000.0, 60_100.0, 59_900.0, 60_000.0))
     events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=25), 60_000.0, 60_050.0, 59_950.0, 60_000.0))
     assert [type(e) for e in events] == [Expired]
     assert hb.state.orders[e1.venue_order_id]["status"] in ("PENDING_CANCEL", "CANCELLED", "PARTIALLY_FILLED")
-    booked = apply_venue_fills(pf, venue.fills_since())
-    assert [type(e) for e in booked] == [Filled]  # final at the venue: the part it bought is booked
-    qty = q0 + 0.0003
-    cost = 60_000.0 * q0 + 59_400.0 * 0.0003
-    assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+    hb.state.settle()
+    assert apply_venue_fills(pf, venue.fills_since()) == []  # the part it bought was booked already, once
+    assert not lv1.resting and pos.quantity == pytest.approx(qty, abs=1e-12)
     # A bar falls through the stop (avg * 0.95 = 56,814.x): a market SELL of exactly what is held.
     hb.state.marks[PAIR] = 56_000.0
     clock.at = T0 + timedelta(hours=27, minutes=1)
