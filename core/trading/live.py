@@ -1,24 +1,27 @@
 """The live driver: the venue's reports (fills, cancels) become book events; the book's exit rules
-become orders at the venue. (Moved from core/live_book.py; the booking logic is unchanged.)
+become orders at the venue. (Moved from core/live_book.py.)
 
 In paper mode the simulated driver asks the paper venue to fill orders against the bar. In live mode
 the venue (Hummingbot) fills them, so the same book is driven differently:
 
 1. `apply_venue_fills`: fills the venue reports for our orders are booked once (keyed by the venue's
-   trade id). An entry level is applied (core.positions.apply_entry_fill: average price, fees, the
-   stop starting from the first fill) when its fills add up to the order's quantity, at their
-   volume-weighted price, with the fees the venue charged. An exit order's complete fills close the
+   trade id; the booked ids are in the journal, so a restart books only what is new). An entry
+   level's fills are booked as they come, part by part (core.positions.apply_partial_entry_fill:
+   quantity, re-averaged price, the venue's fees, the stop starting from the first part); the level
+   rests for the remainder, and is marked filled with what the venue filled once its order is complete
+   or final there (core.positions.complete_entry_level). An exit order's complete fills close the
    position (the trade's P&L from the real prices and fees).
 2. `apply_bar_live`: one closed bar per position, in time order. Grid levels past their expiry are
    cancelled at the venue; then THE SAME rule function as paper and backtests
    (core.positions.manage_exits) runs on a copy of the position: when it fires (TP/SL/trailing/max
-   hold/range break), a market SELL of the held quantity goes to the venue (its intent journalled
-   first) and the position waits for that fill; otherwise only the trailing high moves.
+   hold/range break), the resting levels (and the remainders of partly filled ones) are cancelled, a
+   market SELL of exactly the booked quantity goes to the venue (its intent journalled first) and the
+   position waits for that fill; otherwise only the trailing high moves.
 
 Venue fill times and bar times are both UTC; the bars that closed before the first entry fill do
-not trigger exits (the position held nothing during them). A level is booked by the quantity the
-venue filled (its lot-rounded amount, `filled_complete`): when the order is complete, or when the
-venue reports it final with a part filled (a level cancelled at expiry keeps what it bought).
+not trigger exits (the position held nothing during them). Quantities are the venue's lot-rounded
+amounts; a level cancelled at expiry keeps what it bought. A cancel answered while the venue reports
+more filled than is booked leaves the level to `apply_venue_fills`, which books those fills first.
 """
 
 from __future__ import annotations
