@@ -105,10 +105,18 @@ class EntryLevel:
     fill_ts: datetime | None = None
     fee: float = 0.0
     expired: bool = False  # expired (entry_expiry) or cancelled because the position exited
+    # Live only: the quantity already booked from this level's partial venue fills (0 in backtests and
+    # paper, where a level fills whole). `fill_price`/`fee` then hold the booked part's VWAP and fees.
+    booked_quantity: float = 0.0
 
     @property
     def resting(self) -> bool:
         return not self.filled and not self.expired
+
+    @property
+    def remaining(self) -> float:
+        """The quantity still resting at the venue (the whole level unless partly booked)."""
+        return self.quantity - self.booked_quantity
 
 
 @dataclass
@@ -175,7 +183,7 @@ class ManagedPosition:
 
     @property
     def resting_notional(self) -> float:
-        return sum(lv.price * lv.quantity for lv in self.entry_levels if lv.resting)
+        return sum(lv.price * lv.remaining for lv in self.entry_levels if lv.resting)
 
     @property
     def gross_pnl(self) -> float:
@@ -320,6 +328,47 @@ def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: floa
     return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, entry_liquidity(pos.entry_type))
 
 
+def apply_partial_entry_fill(
+    pos: ManagedPosition, level: int, ts: datetime, price: float, quantity: float, fee: float
+) -> Filled:
+    """Book part of a level as the venue fills it (live): the position holds it at once, re-averaged,
+    and the stop exists from the first part on. The level keeps resting for the rest; `complete_entry_level`
+    closes it when its order is done at the venue. A whole-level fill (backtest, paper) is
+    `apply_entry_fill`; this one never marks the level filled."""
+    lv = pos.entry_levels[level]
+    if lv.filled:
+        raise ValueError(f"{lv.client_order_id} is already filled; a fill is applied once")
+    if not math.isfinite(quantity) or quantity <= 0 or not math.isfinite(price) or price <= 0:
+        raise ValueError(f"{lv.client_order_id}: a fill needs a finite quantity and price > 0, got {quantity} @ {price}")
+    booked = lv.booked_quantity + quantity
+    lv.fill_price = ((lv.fill_price or 0.0) * lv.booked_quantity + price * quantity) / booked
+    lv.fill_ts = lv.fill_ts or ts  # the first part's time
+    lv.booked_quantity = booked
+    lv.fee += fee
+    new_qty = pos.quantity + quantity
+    pos.avg_price = (pos.avg_price * pos.quantity + price * quantity) / new_qty
+    pos.quantity = new_qty
+    pos.fees += fee
+    if pos.entry_ts is None:  # the stop exists from this first fill on
+        pos.entry_ts = ts
+        pos.max_hold_until = ts + pos.hold
+        pos.highest_price = price
+        pos.status = "open"
+    return Filled(level, lv.client_order_id, ts, price, quantity, fee, entry_liquidity(pos.entry_type))
+
+
+def complete_entry_level(pos: ManagedPosition, level: int) -> None:
+    """A partly booked level's order is done at the venue (filled, or final with a part filled): the
+    level is filled with what was booked and rests no more."""
+    lv = pos.entry_levels[level]
+    if lv.filled:
+        return
+    if lv.booked_quantity <= 0:
+        raise ValueError(f"{lv.client_order_id}: nothing booked; a level with no fill expires instead")
+    lv.filled, lv.quantity = True, lv.booked_quantity
+    pos.resting_levels -= 0 if lv.expired else 1
+
+
 def close_position(
     pos: ManagedPosition, reason: ExitReason, ts: datetime, price: float, liquidity: Liquidity, settings: Settings
 ) -> list[PositionEvent]:
@@ -442,8 +491,10 @@ __all__ = [
     "ManagedPosition",
     "PositionEvent",
     "apply_entry_fill",
+    "apply_partial_entry_fill",
     "begin_bar",
     "close_position",
+    "complete_entry_level",
     "end_of_data",
     "enter",
     "entry_liquidity",

@@ -240,15 +240,19 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
         hb.state.settle()  # level 0 crosses the 60,000 mark as the exchange creates it
         hb.state.fill(e[1].venue_order_id, 0.0004)  # level 1 fills in part while resting
         first = manage_positions_flow(now=t + timedelta(hours=2), runtime=rt)
-        assert first.fills == 1 and pos.quantity == 0.00066666  # the partial level waits
-        # Next day: the 20:00 bar closes at the 24 h expiry: levels 1 and 2 are cancelled at the venue,
-        # level 1 is booked at the 0.0004 BTC it bought.
+        # Both are booked at once: level 0 whole, level 1's 0.0004 BTC while its order works for the rest.
+        qty, cost = 0.00066666 + 0.0004, 60_000.0 * 0.00066666 + 59_400.0 * 0.0004  # 0.00106666, 63.7596
+        assert first.fills == 2 and pos.quantity == pytest.approx(qty, abs=1e-12)
+        assert pos.avg_price == pytest.approx(cost / qty) and pos.entry_levels[1].resting
+        assert pf.book.cash == pytest.approx(settings.risk.capital - cost - cost * 0.0025)  # maker fee 0.25%
+        # Next day: the 20:00 bar closes at the 24 h expiry: levels 1 and 2 are cancelled at the venue;
+        # level 1 keeps the 0.0004 BTC booked before, nothing is booked twice.
         clock.at = t + timedelta(hours=26, minutes=1)
         second = manage_positions_flow(now=t + timedelta(hours=26), runtime=rt)
-        assert second.fills == 1 and second.exits == []
+        assert second.fills == 0 and second.exits == []
         assert {hb.state.orders[o.venue_order_id]["status"] for o in e[1:]} == {"CANCELLED"}
-        qty, cost = 0.00066666 + 0.0004, 60_000.0 * 0.00066666 + 59_400.0 * 0.0004  # 0.00106666, 63.7596
         assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+        assert not any(lv.resting for lv in pos.entry_levels)
         # The 21:00 bar reaches the take-profit (avg 59,775.0 * 1.03 = 61,568.2): a market SELL.
         hb.state.marks["BTC-USD"] = 61_900.0
         clock.at = t + timedelta(hours=28, minutes=1)

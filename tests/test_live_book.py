@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
-from core.positions import Bar, Exited, Expired, Filled
+from core.domain import ExitReason, Order, OrderType, Scores, Signal, StrategyName, TradePlan
+from core.positions import Bar, Exited, Expired, Filled, ManagedPosition
 from core.storage.duckdb_store import DuckDBStore
 from core.trading.account import Account
 from core.trading.entries import plan_entry
@@ -144,19 +144,22 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     hb.state.settle()
     hb.state.fill(e1.venue_order_id, 0.0003)
     booked = apply_venue_fills(pf, venue.fills_since())
-    assert [type(e) for e in booked] == [Filled]  # the partial level waits: its order is still working
-    assert pos.quantity == q0 and pos.avg_price == 60_000.0
+    # Both are booked at once: level 0 whole, level 1's 0.0003 while its order still works for the rest.
+    assert [(type(e), e.quantity) for e in booked] == [(Filled, q0), (Filled, 0.0003)]
+    qty = q0 + 0.0003
+    cost = 60_000.0 * q0 + 59_400.0 * 0.0003
+    assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+    lv1 = pos.entry_levels[1]
+    assert lv1.resting and lv1.booked_quantity == 0.0003 and pf.book.orders[e1.client_order_id].filled_quantity == 0.0003
     # The next day's first bar: level 1 expires and is cancelled at the venue with its part filled.
     clock.at = T0 + timedelta(hours=25, minutes=1)
     apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=1), 60_000.0, 60_100.0, 59_900.0, 60_000.0))
     events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=25), 60_000.0, 60_050.0, 59_950.0, 60_000.0))
     assert [type(e) for e in events] == [Expired]
     assert hb.state.orders[e1.venue_order_id]["status"] in ("PENDING_CANCEL", "CANCELLED", "PARTIALLY_FILLED")
-    booked = apply_venue_fills(pf, venue.fills_since())
-    assert [type(e) for e in booked] == [Filled]  # final at the venue: the part it bought is booked
-    qty = q0 + 0.0003
-    cost = 60_000.0 * q0 + 59_400.0 * 0.0003
-    assert pos.quantity == pytest.approx(qty, abs=1e-12) and pos.avg_price == pytest.approx(cost / qty)
+    hb.state.settle()
+    assert apply_venue_fills(pf, venue.fills_since()) == []  # the part it bought was booked already, once
+    assert not lv1.resting and pos.quantity == pytest.approx(qty, abs=1e-12)
     # A bar falls through the stop (avg * 0.95 = 56,814.x): a market SELL of exactly what is held.
     hb.state.marks[PAIR] = 56_000.0
     clock.at = T0 + timedelta(hours=27, minutes=1)
@@ -191,4 +194,120 @@ def test_live_sizing_when_venue_holds_less_than_book_then_sized_on_fresh_venue_b
     hb.state.balances["USD"] = 300.0  # e.g. a withdrawal: the cache still says 10,000
     assert venue.balances(refresh=False)["USD"] == 10_000.0
     assert account.sizing_view({}).equity == 300.0
+
+
+# --- partial fills booked as they come (issue 10) -------------------------------------------------------
+# A $80 grid of two Kraken-rounded DCA levels with the market at 61,000: neither level crosses it, so
+# only the fills the exchange is told to make happen. Level 1 is 0.00067339 BTC at 59,400 (see above).
+Q1 = 0.00067339
+
+
+def _resting_grid(hb: HummingbotTestServer, store: DuckDBStore) -> tuple[Account, HummingbotVenue, ManagedPosition, Order]:
+    settings = settings_for(hb, mode="live", confirm_live=True)
+    hb.state.marks[PAIR] = 61_000.0
+    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
+    pf = Account.load(store, settings, LiveDriver(venue))
+    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
+                     stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
+    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=61_000.0, plan=plan)
+    scores = Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72))
+    pos = pf.open(plan_entry(sig, scores, 80.0, settings))
+    hb.state.settle()  # both levels rest at the exchange
+    e1 = pf.book.orders[f"{pos.position_id}:e1"]
+    assert (e1.quantity, e1.price) == (Q1, 59_400.0) and apply_venue_fills(pf, venue.fills_since()) == []
+    return pf, venue, pos, e1
+
+
+def test_live_book_when_level_fills_in_two_parts_while_working_then_each_part_booked_once(
+    hb: HummingbotTestServer, store: DuckDBStore
+) -> None:
+    pf, venue, pos, e1 = _resting_grid(hb, store)
+    capital = pf.book.capital
+    # Act 1: 0.0003 of 0.00067339 fills while the order works on.
+    hb.state.fill(e1.venue_order_id, 0.0003)
+    first = apply_venue_fills(pf, venue.fills_since())
+    # Assert 1: booked at once. 0.0003 * 59,400 = 17.82; maker fee 17.82 * 0.25% = 0.04455.
+    assert [(type(e), e.quantity, e.price) for e in first] == [(Filled, 0.0003, pytest.approx(59_400.0))]
+    assert pos.quantity == 0.0003 and pos.avg_price == pytest.approx(59_400.0) and pos.status == "open"
+    assert pos.fees == pytest.approx(0.04455, abs=1e-12) and pos.entry_ts is not None  # the stop exists now
+    assert pf.book.cash == pytest.approx(capital - 17.82 - 0.04455, abs=1e-9)
+    lv = pos.entry_levels[1]
+    assert lv.resting and lv.booked_quantity == 0.0003 and pos.resting_levels == 2
+    assert pf.book.orders[e1.client_order_id].filled_quantity == 0.0003
+    assert pos.resting_notional == pytest.approx(60_000.0 * 0.00066666 + 59_400.0 * (Q1 - 0.0003))
+    assert apply_venue_fills(pf, venue.fills_since()) == []  # nothing new: nothing booked again
+    # Act 2: the rest, 0.00037339, fills: the order completes at the venue.
+    hb.state.fill(e1.venue_order_id, 0.001)  # the exchange fills at most what remains
+    second = apply_venue_fills(pf, venue.fills_since())
+    # Assert 2: only the rest is booked; the level is filled with exactly its 0.00067339.
+    # 0.00067339 * 59,400 = 39.999366; maker fee 0.099998415.
+    assert [(type(e), e.quantity) for e in second] == [(Filled, pytest.approx(Q1 - 0.0003, abs=1e-15))]
+    assert pos.quantity == pytest.approx(Q1, abs=1e-15) and pos.avg_price == pytest.approx(59_400.0)
+    assert lv.filled and not lv.resting and lv.quantity == pytest.approx(Q1, abs=1e-15)
+    assert pos.resting_levels == 1 and pf.book.orders[e1.client_order_id].status.value == "filled"
+    assert pos.fees == pytest.approx(0.099998415, abs=1e-12)
+    assert pf.book.cash == pytest.approx(capital - 39.999366 - 0.099998415, abs=1e-9)
+    assert apply_venue_fills(pf, venue.fills_since()) == []  # rerun: nothing doubled
+    assert pos.quantity == pytest.approx(Q1, abs=1e-15) and len(pf.book.fills) == 2
+    assert venue.journal.net_holdings()["BTC"] == pytest.approx(hb.state.balances["BTC"], abs=1e-15)
+    venue.close()
+
+
+def test_live_book_when_restarted_after_partial_fill_then_same_position_and_only_remainder_booked(
+    hb: HummingbotTestServer, store: DuckDBStore
+) -> None:
+    pf, venue, pos, e1 = _resting_grid(hb, store)
+    hb.state.fill(e1.venue_order_id, 0.0003)
+    apply_venue_fills(pf, venue.fills_since())
+    venue.close()
+    # Act: a restart rebuilds the book from the journal with a new venue object.
+    settings = settings_for(hb, mode="live", confirm_live=True)
+    venue2 = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
+    pf2 = Account.load(store, settings, LiveDriver(venue2))
+    pos2 = pf2.book.positions[pos.position_id]
+    # Assert: the same position, level still working for its rest; the old fill is not booked again.
+    assert (pos2.quantity, pos2.avg_price, pos2.fees) == (pos.quantity, pos.avg_price, pos.fees)
+    assert pos2.quantity == 0.0003 and pos2.avg_price == pytest.approx(59_400.0)
+    assert pos2.entry_levels[1].booked_quantity == 0.0003 and pos2.entry_levels[1].resting
+    assert pf2.book.cash == pf.book.cash
+    assert apply_venue_fills(pf2, venue2.fills_since()) == []
+    hb.state.fill(e1.venue_order_id, Q1)
+    (rest,) = apply_venue_fills(pf2, venue2.fills_since())
+    assert rest.quantity == pytest.approx(Q1 - 0.0003, abs=1e-15)
+    assert pos2.quantity == pytest.approx(Q1, abs=1e-15) and pos2.entry_levels[1].filled
+    assert pf2.book.cash == pytest.approx(pf2.book.capital - 39.999366 - 0.099998415, abs=1e-9)
+    # A second restart agrees with the first book.
+    pf3 = Account.load(store, settings, LiveDriver(venue2))
+    assert pf3.book.positions[pos.position_id] == pos2 and pf3.book.cash == pf2.book.cash
+    venue2.close()
+
+
+def test_live_book_when_stop_fires_after_partial_fill_then_sell_is_booked_quantity_and_rest_cancelled(
+    hb: HummingbotTestServer, clock: SimClock, store: DuckDBStore
+) -> None:
+    pf, venue, pos, e1 = _resting_grid(hb, store)
+    hb.state.fill(e1.venue_order_id, 0.0003)  # at 01:05, inside the 01:00 bar
+    apply_venue_fills(pf, venue.fills_since())
+    # Act: the 02:00 bar falls through the stop (59,400 * 0.95 = 56,430); the market is at 56,000.
+    hb.state.marks[PAIR] = 56_000.0
+    clock.at = T0 + timedelta(hours=3, minutes=1)
+    events = apply_bar_live(pf, "BTC", Bar(T0 + timedelta(hours=2), 58_000.0, 58_100.0, 55_900.0, 56_000.0))
+    hb.state.settle()  # the cancels land, the market SELL fills
+    closed = apply_venue_fills(pf, venue.fills_since())
+    # Assert: both levels' resting parts cancelled at the venue, one SELL of exactly the 0.0003 held.
+    assert [type(e) for e in events] == [Expired, Expired, Exited] and events[2].reason is ExitReason.STOP_LOSS
+    e0 = pf.book.orders[f"{pos.position_id}:e0"]
+    assert hb.state.orders[e0.venue_order_id]["status"] == "CANCELLED"
+    assert hb.state.orders[e1.venue_order_id]["status"] == "CANCELLED"
+    assert hb.state.orders[e1.venue_order_id]["filled_amount"] == 0.0003
+    [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
+    assert sell["amount"] == 0.0003 and sell["order_type"] == "MARKET"
+    # 0.0003 * 56,000 = 16.8; fees 0.04455 (entry) and 16.8 * 0.4% = 0.0672; net 16.8 - 17.82 - 0.11175.
+    (trade,) = pf.book.trades.values()
+    assert [type(e) for e in closed] == [Exited] and trade.exit_price == pytest.approx(56_000.0) and trade.quantity == 0.0003
+    assert trade.fees == pytest.approx(0.04455 + 0.0672, abs=1e-12)
+    assert trade.net_pnl == pytest.approx(-1.13175, abs=1e-9)
+    assert pos.status == "closed" and not any(lv.resting for lv in pos.entry_levels)
+    assert hb.state.balances.get("BTC", 0.0) == pytest.approx(0.0, abs=1e-15)
+    assert pf.book.cash == pytest.approx(pf.book.capital + hb.state.balances["USD"] - 10_000.0, abs=1e-9)
     venue.close()

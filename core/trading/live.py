@@ -1,24 +1,27 @@
 """The live driver: the venue's reports (fills, cancels) become book events; the book's exit rules
-become orders at the venue. (Moved from core/live_book.py; the booking logic is unchanged.)
+become orders at the venue. (Moved from core/live_book.py.)
 
 In paper mode the simulated driver asks the paper venue to fill orders against the bar. In live mode
 the venue (Hummingbot) fills them, so the same book is driven differently:
 
 1. `apply_venue_fills`: fills the venue reports for our orders are booked once (keyed by the venue's
-   trade id). An entry level is applied (core.positions.apply_entry_fill: average price, fees, the
-   stop starting from the first fill) when its fills add up to the order's quantity, at their
-   volume-weighted price, with the fees the venue charged. An exit order's complete fills close the
+   trade id; the booked ids are in the journal, so a restart books only what is new). An entry
+   level's fills are booked as they come, part by part (core.positions.apply_partial_entry_fill:
+   quantity, re-averaged price, the venue's fees, the stop starting from the first part); the level
+   rests for the remainder, and is marked filled with what the venue filled once its order is complete
+   or final there (core.positions.complete_entry_level). An exit order's complete fills close the
    position (the trade's P&L from the real prices and fees).
 2. `apply_bar_live`: one closed bar per position, in time order. Grid levels past their expiry are
    cancelled at the venue; then THE SAME rule function as paper and backtests
    (core.positions.manage_exits) runs on a copy of the position: when it fires (TP/SL/trailing/max
-   hold/range break), a market SELL of the held quantity goes to the venue (its intent journalled
-   first) and the position waits for that fill; otherwise only the trailing high moves.
+   hold/range break), the resting levels (and the remainders of partly filled ones) are cancelled, a
+   market SELL of exactly the booked quantity goes to the venue (its intent journalled first) and the
+   position waits for that fill; otherwise only the trailing high moves.
 
 Venue fill times and bar times are both UTC; the bars that closed before the first entry fill do
-not trigger exits (the position held nothing during them). A level is booked by the quantity the
-venue filled (its lot-rounded amount, `filled_complete`): when the order is complete, or when the
-venue reports it final with a part filled (a level cancelled at expiry keeps what it bought).
+not trigger exits (the position held nothing during them). Quantities are the venue's lot-rounded
+amounts; a level cancelled at expiry keeps what it bought. A cancel answered while the venue reports
+more filled than is booked leaves the level to `apply_venue_fills`, which books those fills first.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from core.positions import (
     Exited,
     Expired,
     ManagedPosition,
-    apply_entry_fill,
+    apply_partial_entry_fill,
     begin_bar,
+    complete_entry_level,
     manage_exits,
 )
 from core.trading.driver import Mode
@@ -63,6 +67,11 @@ def filled_complete(order: Order, venue_filled: float) -> bool:
     if venue_filled <= 0:
         return False
     return venue_filled >= order.quantity * (1 - _QTY_TOL) or order.status in _DONE
+
+
+def _all_booked(order: Order, booked: float) -> bool:
+    """`booked` is every fill of the order: complete or final, and the venue reports no more filled."""
+    return filled_complete(order, booked) and order.filled_quantity <= booked * (1 + _QTY_TOL)
 
 
 class LiveDriver:
@@ -94,7 +103,9 @@ def exit_pending(pos: ManagedPosition) -> bool:
 
 
 def apply_venue_fills(account: Account, fills: list[Fill]) -> list[Any]:
-    """Book the venue's complete order fills not booked yet (one event); returns Filled/Exited."""
+    """Book the venue's fills not booked yet (one event); returns Filled/Exited.
+
+    An entry level's new fills are booked at once (part by part), an exit order's once complete."""
     book = account.book
     by_order: dict[str, list[Fill]] = defaultdict(list)
     for f in fills:
@@ -110,36 +121,50 @@ def apply_venue_fills(account: Account, fills: list[Fill]) -> list[Any]:
     for cid, group in by_order.items():
         order = book.orders[cid]
         qty = sum(f.quantity for f in group)
-        if not filled_complete(order, qty):
-            fresh = account.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
-            if fresh is None or not filled_complete(fresh, qty):
-                continue  # partially filled and still working: booked once complete or final
-            order = fresh
         price = sum(f.price * f.quantity for f in group) / qty
         fee = sum(f.fee for f in group)
         ts = max(f.ts for f in group)
         if cid in levels:
             pos, i = levels[cid]
-            if pos.status == "closed" or pos.entry_levels[i].filled:
-                continue  # a fill after the position closed needs a person (reconciliation reports it)
-            pos.entry_levels[i].quantity = qty  # the position holds what the venue filled (lot-rounded)
-            events.append(apply_entry_fill(pos, i, ts, price, fee))
+            lv = pos.entry_levels[i]
+            if pos.status == "closed" or lv.filled:
+                continue  # a fill after the level or position closed needs a person (reconciliation reports it)
+            events.append(apply_partial_entry_fill(pos, i, ts, price, qty, fee))
+            order, complete = _level_order(account, order, lv.booked_quantity)
+            if complete:
+                complete_entry_level(pos, i)  # the position holds what the venue filled (lot-rounded)
         elif cid in exits and exit_pending(exits[cid]):
+            if not filled_complete(order, qty):
+                fresh = account.venue.get_order(cid)  # the venue's word: a cancelled order's fills are all in
+                if fresh is None or not filled_complete(fresh, qty):
+                    continue  # the exit is still filling: the trade closes on its complete fills
             pos = exits[cid]
             trades.append(_close(account, pos, ts, price, fee))
             events.append(Exited(pos.exit_reason, ts, price, pos.quantity, fee, Liquidity.TAKER))  # type: ignore[arg-type]
+            order = order.model_copy(update={"status": OrderStatus.FILLED, "filled_quantity": qty})
         else:
             continue
         for f in group:
             book.book_fill(f)  # the book's own cash/fee accounting, at the venue's prices and fees
         booked.extend(group)
         touched[pos.position_id] = pos
-        orders.append(order.model_copy(update={"status": OrderStatus.FILLED, "filled_quantity": qty}))
-    for o in orders:
-        book.orders[o.client_order_id] = o
+        book.orders[cid] = order
+        orders.append(order)
     if events:
         account.commit("venue_fills", positions=touched.values(), orders=orders, fills=booked, trades=trades)
     return events
+
+
+def _level_order(account: Account, order: Order, booked: float) -> tuple[Order, bool]:
+    """The entry order once `booked` of it is booked, and whether its fills are all in: the venue
+    filled its whole (lot-rounded) amount, or it is final there with a part filled (asked of the venue
+    when our copy still says working). A complete level's order is FILLED with what it bought."""
+    complete = _all_booked(order, booked)
+    if not complete:
+        fresh = account.venue.get_order(order.client_order_id)
+        complete = fresh is not None and _all_booked(fresh, booked)
+    status = OrderStatus.FILLED if complete else OrderStatus.PARTIALLY_FILLED
+    return order.model_copy(update={"status": status, "filled_quantity": booked}), complete
 
 
 def _close(account: Account, pos: ManagedPosition, ts: datetime, price: float, fee: float) -> ClosedTrade:
@@ -202,8 +227,8 @@ def _cancel_resting(account: Account, pos: ManagedPosition, ts: datetime, why: s
         if not lv.resting:
             continue
         order = account.venue.cancel(lv.client_order_id)
-        if order.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
-            continue  # it filled meanwhile: its fill is booked by apply_venue_fills
+        if order.status is OrderStatus.FILLED or order.filled_quantity > lv.booked_quantity * (1 + _QTY_TOL):
+            continue  # it filled (more) meanwhile: apply_venue_fills books those fills and settles the level
         lv.expired = True
         pos.resting_levels -= 1
         account.book.orders[order.client_order_id] = order
