@@ -268,3 +268,54 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
         assert hb.state.balances.get("BTC", 0.0) == pytest.approx(0.0, abs=1e-12)
         assert len(hb.state.orders_at_venue()) == 4  # three levels and one SELL: nothing doubled
         store.close()
+
+
+def test_live_manage_positions_when_market_falls_through_grid_and_stop_then_sold_at_venue_and_hand_checked(
+    prefect_harness: str, tmp_path: Path
+) -> None:
+    """The same $120 Kraken grid through the manage-positions flow in live mode: level 0 fills as it is
+    created; the market then falls to 54,100, filling levels 1 and 2 at their limits, and the 21:00 bar's
+    low (54,000) goes through the stop (8% under the average): one market SELL of everything held."""
+    from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
+    from core.trading.entries import plan_entry
+    from flows.manage_positions import manage_positions_flow
+
+    t = datetime(2026, 4, 16, 19, tzinfo=UTC)
+    clock = SimClock(t + timedelta(hours=1, minutes=2))
+    bars = [(60_000.0, 60_100.0, 59_500.0, 60_000.0)] * 2 + [(60_000.0, 60_000.0, 54_000.0, 54_100.0)]  # 19-21h
+    with HummingbotTestServer(ExchangeState(marks={"BTC-USD": 60_000.0}, clock=clock)) as hb:
+        s = settings_for(hb, mode="live", confirm_live=True)
+        settings = s.model_copy(update={"data": s.data.model_copy(update={"var_dir": tmp_path, "symbols": ("BTC",)})})
+        store = DuckDBStore(tmp_path / "store.duckdb")
+        store.init_schema()
+        store.upsert_candles(_btc_bars(t, bars))
+        rt = _runtime(settings, store)
+        pf = rt.account
+        plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
+                         take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
+                         entry_expiry=timedelta(hours=24))
+        sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
+        scores = Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08, hold=timedelta(hours=72))
+        pos = pf.open(plan_entry(sig, scores, 120.0, settings))
+        hb.state.settle()  # level 0 crosses the 60,000 mark as the exchange creates it
+        first = manage_positions_flow(now=t + timedelta(hours=2), runtime=rt)
+        assert first.fills == 1 and first.exits == [] and pos.quantity == 0.00066666
+        # The fall: levels 1 and 2 fill at the venue; the 21:00 bar's low is under the stop.
+        clock.at = t + timedelta(hours=3, minutes=1)
+        hb.state.set_mark("BTC-USD", 54_100.0)
+        second = manage_positions_flow(now=t + timedelta(hours=3), runtime=rt)
+        assert second.fills == 2 and second.exits == ["stop_loss @ 54100"]
+        # Hand-checked: held 0.00066666 + 0.00067339 + 0.00068027 = 0.00202032 BTC for
+        # 39.9996 + 39.999366 + 39.999876 = 119.998842 USD (avg 59,396.15, stop 54,644.46 > low 54,000);
+        # sold at 54,100 = 109.299312; fees 119.998842 * 0.25% + 109.299312 * 0.4% = 0.737194353.
+        (trade,) = pf.book.trades.values()
+        [sell] = [o for o in hb.state.orders_at_venue() if o["trade_type"] == "SELL"]
+        assert sell["amount"] == pytest.approx(0.00202032, abs=1e-12) and sell["order_type"] == "MARKET"
+        assert trade.exit_reason is ExitReason.STOP_LOSS and trade.exit_price == 54_100.0
+        assert trade.quantity == pytest.approx(0.00202032, abs=1e-12)
+        assert trade.fees == pytest.approx(0.737194353, abs=1e-9)
+        assert trade.net_pnl == pytest.approx(109.299312 - 119.998842 - 0.737194353, abs=1e-9)  # -11.436724353
+        assert pf.book.cash == pytest.approx(settings.risk.capital + hb.state.balances["USD"] - 10_000.0)
+        assert hb.state.balances.get("BTC", 0.0) == pytest.approx(0.0, abs=1e-12)
+        assert len(hb.state.orders_at_venue()) == 4  # three levels and one SELL: nothing doubled
+        store.close()
