@@ -316,8 +316,14 @@ def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: floa
         raise ValueError(f"{lv.client_order_id} is already filled; a fill is applied once")
     lv.filled, lv.fill_price, lv.fill_ts, lv.fee = True, price, ts, fee
     pos.resting_levels -= 0 if lv.expired else 1
-    new_qty = pos.quantity + lv.quantity
-    pos.avg_price = (pos.avg_price * pos.quantity + price * lv.quantity) / new_qty
+    _add_to_position(pos, ts, price, lv.quantity, fee)
+    return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, entry_liquidity(pos.entry_type))
+
+
+def _add_to_position(pos: ManagedPosition, ts: datetime, price: float, quantity: float, fee: float) -> None:
+    """Bought `quantity` at `price`: re-average, add the fee; the stop and max hold start at the first fill."""
+    new_qty = pos.quantity + quantity
+    pos.avg_price = (pos.avg_price * pos.quantity + price * quantity) / new_qty
     pos.quantity = new_qty
     pos.fees += fee
     if pos.entry_ts is None:  # the stop exists from this first fill on
@@ -325,7 +331,6 @@ def apply_entry_fill(pos: ManagedPosition, level: int, ts: datetime, price: floa
         pos.max_hold_until = ts + pos.hold
         pos.highest_price = price
         pos.status = "open"
-    return Filled(level, lv.client_order_id, ts, price, lv.quantity, fee, entry_liquidity(pos.entry_type))
 
 
 def apply_partial_entry_fill(
@@ -345,15 +350,7 @@ def apply_partial_entry_fill(
     lv.fill_ts = lv.fill_ts or ts  # the first part's time
     lv.booked_quantity = booked
     lv.fee += fee
-    new_qty = pos.quantity + quantity
-    pos.avg_price = (pos.avg_price * pos.quantity + price * quantity) / new_qty
-    pos.quantity = new_qty
-    pos.fees += fee
-    if pos.entry_ts is None:  # the stop exists from this first fill on
-        pos.entry_ts = ts
-        pos.max_hold_until = ts + pos.hold
-        pos.highest_price = price
-        pos.status = "open"
+    _add_to_position(pos, ts, price, quantity, fee)
     return Filled(level, lv.client_order_id, ts, price, quantity, fee, entry_liquidity(pos.entry_type))
 
 
