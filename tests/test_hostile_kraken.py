@@ -98,3 +98,44 @@ async def test_kraken_stream_when_hostile_frames_mixed_with_valid_then_valid_sto
     assert c.implausible == 3  # year 2100, year 1960, a negative price
     assert c.unknown_pair == 2
     assert c.malformed + c.boundary_errors >= 5  # the 10^400 price: rejected as not understood
+
+
+async def test_kraken_stream_when_server_drops_right_after_subscribe_then_backoff_keeps_growing(tmp_path) -> None:
+    # Arrange: a server that acknowledges the subscription and hangs up at once, every time.
+    async def handler(ws) -> None:
+        sub = json.loads(await ws.recv())
+        for symbol in sub["params"]["symbol"]:
+            await ws.send(json.dumps({"method": "subscribe", "success": True, "req_id": sub["req_id"],
+                                      "result": {"channel": "ohlc", "symbol": symbol, "interval": 1}}))
+        await ws.close()
+
+    attempts: list[int] = []
+
+    class Recording(KrakenStreamClient):
+        def backoff(self, attempt: int) -> float:
+            attempts.append(attempt)
+            return super().backoff(attempt)
+
+    server = await websockets.serve(handler, "127.0.0.1", 0)
+    port = list(server.sockets)[0].getsockname()[1]
+    store = DuckDBStore(tmp_path / "k.duckdb")
+    client = Recording(url=f"ws://127.0.0.1:{port}", symbols={"BTC": "BTC/USD"}, quote="USD",
+                       writer=CandleWriter(store, batch_events=10, batch_seconds=0.05),
+                       reconnect_initial=0.01, reconnect_max=0.1, stable_seconds=30.0)
+    stop = asyncio.Event()
+    # Act
+    task = asyncio.create_task(client.run(stop))
+    try:
+        for _ in range(400):
+            if len(attempts) >= 4:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+        server.close()
+        await server.wait_closed()
+        store.close()
+    # Assert: authenticated each time, yet the backoff never started over (no reconnect storm).
+    assert client.metrics.connects >= 4
+    assert attempts[:4] == [0, 1, 2, 3]

@@ -144,8 +144,10 @@ class KrakenStreamClient:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         bounds: Bounds | None = None,
+        stable_seconds: float = 30.0,
     ) -> None:
         self.bounds = bounds or Bounds()
+        self.stable_seconds = stable_seconds
         self.url = url
         self.symbols = dict(symbols)
         self.quote = quote
@@ -176,11 +178,12 @@ class KrakenStreamClient:
     async def _run(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
+            connected_at: float | None = None
             try:
                 async with websockets.connect(self.url, max_size=None, open_timeout=HANDSHAKE_TIMEOUT) as ws:
                     await self._subscribe(ws)
                     self.metrics.connects += 1
-                    attempt = 0
+                    connected_at = time.monotonic()
                     await self._repair()
                     await self._read(ws, stop)
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
@@ -189,6 +192,8 @@ class KrakenStreamClient:
                 log.error("Kraken stream %s failed: %s: %.200s; reconnecting", self.url, type(exc).__name__, exc)
             if stop.is_set():
                 break
+            if connected_at is not None and time.monotonic() - connected_at >= self.stable_seconds:
+                attempt = 0  # only a connection that stayed up starts the backoff over (no reconnect storm)
             self.metrics.disconnects += 1
             # The running candles are not final: forget them; the repair brings the closed ones.
             self.closer.running.clear()

@@ -86,7 +86,7 @@ async def run_kraken_stream(
         url=f.kraken_ws_url, symbols=check.tradable, quote=settings.data.quote, writer=writer, rest=rest,
         reconnect_initial=f.reconnect_initial_seconds, reconnect_max=f.reconnect_max_seconds,
         repair_lookback=timedelta(minutes=f.kraken_repair_lookback_minutes) or None,
-        bounds=Bounds.from_settings(settings),
+        bounds=Bounds.from_settings(settings), stable_seconds=f.stable_connection_seconds,
     )
     try:
         await client.run(stop)
