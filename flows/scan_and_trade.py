@@ -3,7 +3,8 @@ record the regime -> submit (every 5 minutes).
 
 A symbol that fails the data gate is left out of this scan only; the others trade. Each run publishes
 one markdown artifact (signals, decisions with reason codes, skips by code, orders, the MLflow model
-versions used) and a table artifact of the decisions.
+versions used) and a table artifact of the decisions; a deployed run also publishes the book it leaves
+(`paper-book` / `live-book`: totals at the last closes, and a table of the open positions).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tasks.trading import (
     detect_signals,
     manage_positions,
     plan_scan,
+    publish_book,
     record_regime,
     scan_universe,
     submit_orders,
@@ -85,6 +87,8 @@ def scan_and_trade(
             skips_by_code=plan.skips_by_code,
         )
         _publish(rt, out, plan.signals, plan.scores)
+        if runtime is None:  # a deployed run shows the book it leaves (the offline replay reports at its end)
+            publish_book(rt, scan_bars, when)
         return out
 
 

@@ -104,6 +104,24 @@ def submit_orders(rt: Runtime, plan: ScanPlan) -> list[str]:
     return rt.account.execute(plan.skipped, plan.entries)
 
 
+@task(name="publish_book", cache_policy=NO_CACHE)
+def publish_book(rt: Runtime, bars: pl.DataFrame, now: datetime) -> dict[str, float]:
+    """The book after this run, marked at each coin's last close, as the `paper-book` (or `live-book`)
+    artifacts: a markdown summary and a table of the open and pending positions."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    marks = dict(bars.group_by("symbol").agg(pl.col("close").sort_by("ts").last()).iter_rows()) if bars.height else {}
+    totals, rows = rt.account.book.snapshot(marks)
+    key = f"{rt.settings.execution.mode}-book"
+    lines = [f"# {rt.settings.execution.mode} book at {now:%Y-%m-%d %H:%M} UTC", "| | |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {v:,.2f} |" for k, v in totals.items()]
+    lines.append(f"\n{len(rows)} open or pending positions (table artifact `{key}-positions`)")
+    create_markdown_artifact(key=key, markdown="\n".join(lines), description=f"book at {now:%Y-%m-%d %H:%M} UTC")
+    create_table_artifact(key=f"{key}-positions", table=rows or [{"position": "none open"}],
+                          description="Open and pending positions at the marks")
+    return totals
+
+
 @dataclass
 class ManageSummary:
     bars_applied: int = 0

@@ -85,6 +85,15 @@ def test_scan_and_trade_when_live_replay_prepared_then_first_deployed_scan_passe
     out = state.result()
     assert len(out.gate_failed) < len(settings.data.symbols)  # the re-timed bars are fresh
     assert out.decisions, "the anchor's previous hour carries signals: the first scan must decide"
+    # The UI shows the paper book the run left: totals and the positions it opened (pending entries).
+    from tests.prefect_support import artifacts
+
+    arts = {a.key: a for a in artifacts(state.state_details.flow_run_id)}
+    assert {"scan-report", "scan-decisions", "paper-book", "paper-book-positions"} <= set(arts)
+    assert "| capital | 1,000.00 |" in arts["paper-book"].data
+    taken = sorted(d["symbol"] for d in out.decisions if d["taken"])
+    rows = json.loads(arts["paper-book-positions"].data)
+    assert sorted(r["symbol"] for r in rows) == taken
 
 
 def test_prepare_live_replay_when_stream_restarted_later_then_first_offset_kept(tmp_path) -> None:

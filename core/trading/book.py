@@ -64,6 +64,22 @@ class Book:
             bal[p.symbol] = bal.get(p.symbol, 0.0) + p.quantity
         return bal
 
+    def snapshot(self, marks: dict[str, float] | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """The book as a person checks it: totals at the marks, and one row per open or pending position."""
+        m = self._marks(marks)
+        equity, exposure = valuation.marked(self.cash, self.open_positions(), m)
+        totals = {"capital": self.capital, "cash": self.cash, "equity": equity, "open_notional": exposure,
+                  "unrealised_pnl": self.unrealised_pnl(marks), "realised_pnl": self.realised_pnl,
+                  "fees_paid": self.fees_paid, "closed_trades": float(len(self.trades))}
+        rows = [
+            {"position": p.position_id, "symbol": p.symbol, "strategy": p.strategy.value, "status": p.status,
+             "quantity": p.quantity, "avg_price": p.avg_price, "mark": m.get(p.symbol),
+             "notional": valuation.holding_notional(p, m), "resting_levels": p.resting_levels,
+             "entry": f"{p.entry_ts:%Y-%m-%d %H:%M}" if p.entry_ts else ""}
+            for p in sorted(self.open_positions(), key=lambda p: (p.symbol, p.position_id))
+        ]
+        return totals, rows
+
     # --- booking ------------------------------------------------------------------------------------------
 
     def book_fill(self, fill: Fill) -> None:

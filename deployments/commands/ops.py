@@ -142,7 +142,9 @@ def up(
     logs = settings.data.var_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     api = api_url(settings)
-    env = {**os.environ, "PREFECT_API_URL": api}
+    # Deployed runs send heartbeats, so a run whose process dies (kill -9) is marked Crashed by the
+    # automation below instead of staying Running for ever.
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_SECONDS}
     bin_dir = Path(sys.executable).parent
     from core.alerts import AlertKind, SlackAlerter
 
@@ -160,6 +162,7 @@ def up(
         raise typer.Exit(_fail_up(f"the Prefect server did not answer on {api}; see {logs / 'prefect-server.log'}"))
     console.print(f"Prefect UI     http://127.0.0.1:{port}")
     ensure_ledger_limit(env)
+    ensure_zombie_automation(env)
     ml_port = settings.schedule.mlflow_ui_url.rsplit(":", 1)[-1].strip("/")
     sup.start(ChildSpec("mlflow ui", [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
                                       settings.mlflow_tracking_uri, "--host", "127.0.0.1", "--port", ml_port],
@@ -223,6 +226,27 @@ def ensure_ledger_limit(env: dict[str, str], cwd: Path = PROJECT_ROOT) -> None:
                    capture_output=True, text=True, timeout=300, check=False)
 
 
+HEARTBEAT_SECONDS = "30"  # Prefect's minimum for heartbeat events; the automation waits 3 of them
+ZOMBIE_AUTOMATION = PROJECT_ROOT / "deployments" / "automations" / "crash-zombie-runs.yaml"
+
+
+def ensure_zombie_automation(env: dict[str, str], cwd: Path = PROJECT_ROOT) -> bool:
+    """Create the automation that marks runs Crashed when their heartbeats stop, unless it exists."""
+    import yaml
+
+    prefect = str(Path(sys.executable).parent / "prefect")
+    name = yaml.safe_load(ZOMBIE_AUTOMATION.read_text())["automations"][0]["name"]
+    listed = subprocess.run([prefect, "automation", "inspect", name], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    if listed.returncode == 0:
+        return False
+    made = subprocess.run([prefect, "automation", "create", "--from-file", str(ZOMBIE_AUTOMATION)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    if made.returncode:
+        console.print(f"[yellow]could not create the zombie-run automation: {made.stderr[-500:]}[/yellow]")
+    return made.returncode == 0
+
+
 def serve() -> None:
     """Serve every deployment of prefect.yaml from this process (needs a Prefect API: PREFECT_API_URL)."""
     from deployments.serve import main
@@ -270,6 +294,7 @@ def deploy_all(
     subprocess.run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cwd=cwd, env=env,
                    capture_output=True, text=True, timeout=timeout, check=False)
     ensure_ledger_limit(env, cwd)
+    ensure_zombie_automation(env, cwd)
     return subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
