@@ -143,6 +143,8 @@ class Fault:
     at: float
     detail: str = ""
     alerted_after_s: float | None = None
+    run_id: str = ""  # serve_kill: the scan run that was in flight
+    run_final_state: str = ""  # ... and the state the UI ends up showing for it
 
 
 @dataclass
@@ -302,6 +304,9 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
             frozen = time.time()
             wait_for(lambda: any(_after(r, frozen + 5) and r["state_type"] == "COMPLETED"
                                  for r in prefect.runs("manage-positions")), timeout=300, poll=5)
+            for f in out.faults:  # a run killed mid-scan must not stay "Running" (zombie automation: Crashed)
+                if f.run_id:
+                    f.run_final_state = str(wait_for(lambda f=f: _final(prefect.run(f.run_id)), timeout=240, poll=5))
             out.scans = _states(prefect.runs("scan-and-trade"))
             out.manages = _states(prefect.runs("manage-positions"))
         finally:
@@ -321,6 +326,8 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
         (var / "alerts.jsonl").write_text("".join(json.dumps({"at": t, "text": x}) + "\n" for t, x in slack.alerts))
         _check_store(out, settings, state, stopped=time.time())
     out.checks["faults alerted"] = bool(out.faults) and all(f.alerted_after_s is not None for f in out.faults)
+    killed = [f for f in out.faults if f.run_id]
+    out.checks["killed runs shown Crashed"] = all(f.run_final_state == "Crashed" for f in killed)
     out.checks["decided within 15 min"] = out.seconds_to_first_decision is not None and out.seconds_to_first_decision <= 900
     (var / "rehearsal.json").write_text(json.dumps(asdict(out), indent=2, default=str))
     return out
@@ -355,6 +362,10 @@ def _after(run: dict[str, Any], at: float) -> bool:
     return bool(start) and datetime.fromisoformat(start).timestamp() >= at
 
 
+def _final(run: dict[str, Any]) -> str | None:
+    return str(run["state_name"]) if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+
 def _states(runs: list[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(str(r["state_name"]) for r in runs))
 
@@ -369,7 +380,7 @@ def _inject(kind: str, up_pid: int, prefect: Prefect, state: Any) -> Fault:
         at = time.time()
         kill_group(children(up_pid).get("serve", kids.get("serve", 0)))
         ran = prefect.task_runs(run_id)
-        return Fault(kind, at, f"scan run {run_id[:8]} {'mid-scan' if mid else 'NOT yet running'} "
+        return Fault(kind, at, run_id=run_id, detail=f"scan run {run_id[:8]} {'mid-scan' if mid else 'NOT yet running'} "
                                f"({ran} task runs started) when serve was killed")
     if kind == "feed_drop":
         at = time.time()
@@ -443,7 +454,8 @@ def report(r: Rehearsal) -> str:
              f"alerts received {r.alerts_received}", "faults:"]
     for f in r.faults:
         alerted = f"alerted after {f.alerted_after_s} s" if f.alerted_after_s is not None else "NOT ALERTED"
-        lines.append(f"  {datetime.fromtimestamp(f.at, UTC):%H:%M:%S} {f.kind:<13} {alerted:<22} {f.detail}")
+        final = f"; the run ended {f.run_final_state}" if f.run_id else ""
+        lines.append(f"  {datetime.fromtimestamp(f.at, UTC):%H:%M:%S} {f.kind:<13} {alerted:<22} {f.detail}{final}")
     lines += [f"  {'PASS' if ok else 'FAIL'}  {name}" for name, ok in r.checks.items()]
     return "\n".join(lines)
 

@@ -13,6 +13,10 @@ from tasks.runtime import Runtime, open_runtime
 # Global concurrency limit (create it with limit 1: `mlcrypto up` and `deploy_all` do) held by every
 # deployed flow run that writes the paper ledger: the book (core.trading.account) is single-writer by design.
 LEDGER_LIMIT = "mlcrypto-ledger"
+# The slot is a lease the holder renews in the background; a holder killed with -9 stops renewing and
+# its slot frees after this long (Prefect's default, 300 s, stalled every scan and management run for
+# 5 minutes after a kill in the rehearsal, bench/rehearse.py).
+LEDGER_LEASE_SECONDS = 60.0
 
 
 @contextmanager
@@ -25,7 +29,7 @@ def flow_runtime(runtime: Runtime | None, *, ledger: bool = False, exclusive: bo
         if runtime is None and ledger:
             from prefect.concurrency.sync import concurrency
 
-            stack.enter_context(concurrency(LEDGER_LIMIT, occupy=1))
+            stack.enter_context(concurrency(LEDGER_LIMIT, occupy=1, lease_duration=LEDGER_LEASE_SECONDS))
         rt = runtime or open_runtime(shared=not exclusive)
         get_run_logger().info("settings fingerprint %s (store %s, mode %s)", rt.settings.fingerprint(),
                               rt.settings.store.backend, rt.settings.execution.mode)

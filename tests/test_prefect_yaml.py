@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT, load_settings
-from deployments.commands.ops import check_deployments, deploy_all, write_schedules
+from deployments.commands.ops import check_deployments, deploy_all, ensure_zombie_automation, write_schedules
 from deployments.serve import CRON_SETTING, PREFECT_YAML, load_flow, read_specs, render_prefect_yaml
 
 EXPECTED = {"streaming-ingest", "scan-and-trade", "manage-positions", "data-health", "weekly-retrain", "backfill",
@@ -69,6 +70,12 @@ def test_prefect_deploy_all_when_local_server_then_every_deployment_registered_a
     for name in sorted(EXPECTED):
         run = run_deployment(f"{_flow_name(name)}/{name}", timeout=0)
         assert run.deployment_id == deps[name].id and run.state.is_scheduled()
+    # The zombie-run automation came with it, once: a run whose heartbeats stop for 90 s is marked Crashed.
+    assert not ensure_zombie_automation({**os.environ, "PREFECT_API_URL": prefect_harness, "PREFECT_HOME": str(tmp_path)})
+    with get_client(sync_client=True) as client:
+        [auto] = client.read_automations_by_name("mlcrypto-crash-zombie-runs")
+    assert auto.enabled and auto.trigger.after == {"prefect.flow-run.heartbeat"} and auto.trigger.within.total_seconds() == 90
+    assert [(a.type, a.state.value) for a in auto.actions] == [("change-flow-run-state", "CRASHED")]
 
 
 def _flow_name(deployment: str) -> str:
