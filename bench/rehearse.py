@@ -321,8 +321,7 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
         state.settle()
         out.alerts_received = len(slack.alerts)
         for f in out.faults:
-            hit = [t for t, text in slack.alerts if t >= f.at and any(s in text for s in ALERT_SIGNS[f.kind])]
-            f.alerted_after_s = round(min(hit) - f.at, 1) if hit else None
+            f.alerted_after_s = alert_delay(f, slack.alerts)
         (var / "alerts.jsonl").write_text("".join(json.dumps({"at": t, "text": x}) + "\n" for t, x in slack.alerts))
         _check_store(out, settings, state, stopped=time.time())
     out.checks["faults alerted"] = bool(out.faults) and all(f.alerted_after_s is not None for f in out.faults)
@@ -398,6 +397,26 @@ def _inject(kind: str, up_pid: int, prefect: Prefect, state: Any) -> Fault:
     return Fault(kind, at, "venue: 3x 500 then 3x timeout on active orders; 1 order send times out")
 
 
+def candle_diff(src: pl.DataFrame, got: pl.DataFrame) -> dict[str, int]:
+    """The store's bars (`got`) against the replayed source (`src`), both (symbol, ts, close)."""
+    keys = ["symbol", "ts"]
+    return {
+        "replayed_closed": src.height,
+        "stored": got.height,
+        "missing": src.join(got, on=keys, how="anti").height,
+        "extra": got.join(src, on=keys, how="anti").height,
+        "doubled": got.height - got.unique(keys).height,
+        "wrong_close": src.join(got.unique(keys), on=keys).filter(
+            (pl.col("close") - pl.col("close_right")).abs() > 1e-9).height,
+    }
+
+
+def alert_delay(fault: Fault, alerts: list[tuple[float, str]]) -> float | None:
+    """Seconds from the fault to the first alert naming it, or None when none came."""
+    hit = [t for t, text in alerts if t >= fault.at and any(s in text for s in ALERT_SIGNS[fault.kind])]
+    return round(min(hit) - fault.at, 1) if hit else None
+
+
 def _check_store(out: Rehearsal, settings: Any, state: Any, stopped: float) -> None:
     from core.data_import import load_shipped
     from core.storage.duckdb_store import DuckDBStore
@@ -416,13 +435,7 @@ def _check_store(out: Rehearsal, settings: Any, state: Any, stopped: float) -> N
         got = store.read_many(syms, "1m", first, cutoff)
         got = (got.with_columns(ts=pl.col("ts").dt.cast_time_unit("us").dt.convert_time_zone("UTC"))
                .filter(pl.col("ts") + timedelta(minutes=1) <= cutoff).select("symbol", "ts", "close"))
-        keys = ["symbol", "ts"]
-        missing = src.join(got, on=keys, how="anti").height
-        extra = got.join(src, on=keys, how="anti").height
-        doubled = got.height - got.unique(keys).height
-        wrong = src.join(got, on=keys).filter((pl.col("close") - pl.col("close_right")).abs() > 1e-9).height
-        out.candles = {"replayed_closed": src.height, "stored": got.height, "missing": missing, "extra": extra,
-                       "doubled": doubled, "wrong_close": wrong,
+        out.candles = {**candle_diff(src, got),
                        "streamed_live": src.filter(pl.col("ts") >= datetime.fromisoformat(out.started)).height}
         journal = OrderJournal(store)
         by_venue = Counter(o.venue_order_id for o in journal.orders() if o.venue_order_id)
