@@ -96,6 +96,7 @@ class Book:
     sharpe: Interval
     exposure: float
     deflated_sharpe: float | None = None
+    turnover: float | None = None  # the BTC benchmarks: sum of the followed book's |cash change| / equity
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def _book(
     n_boot: int,
     seed: int,
     n_trials: int | None = None,
+    turnover: float | None = None,
 ) -> Book:
     r = daily_returns(curve, start, end, capital)
     ok = r.size > 2 and bool(np.std(r) > 0)
@@ -181,6 +183,7 @@ def _book(
         sharpe=iv,
         exposure=exposure,
         deflated_sharpe=deflated_sharpe_from_returns(r, n_trials) if n_trials and ok else None,
+        turnover=turnover,
     )
 
 
@@ -217,7 +220,8 @@ def compare_books(
             n_trials if key == "ml" else None,
         )
         for name, b in ((f"btc_{key}_exposure", same), (f"btc_{key}_exposure_turnover", paying)):
-            out[name] = _book(b.equity, start, end, capital, None, float(b.stats["exposure"]), n_boot, seed)
+            stats = b.stats
+            out[name] = _book(b.equity, start, end, capital, None, stats["exposure"], n_boot, seed, None, stats["turnover"])
     bh = buy_and_hold(bars, settings, start, end, capital=capital)
     out["btc"] = _book(bh.equity, start, end, capital, 1, 1.0, n_boot, seed)
     return out
@@ -420,6 +424,17 @@ def _metrics(report: EvidenceReport) -> dict[str, float]:
             if b.deflated_sharpe is not None:
                 out[f"{s}_{key}_deflated_sharpe"] = b.deflated_sharpe
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+README_START, README_END = "<!-- evidence:start -->", "<!-- evidence:end -->"
+
+
+def replace_headline(text: str, table: str) -> str:
+    """`text` (the README) with what lies between README_START and README_END replaced by `table`."""
+    i, j = text.find(README_START), text.find(README_END)
+    if i < 0 or j < i:
+        raise ValueError(f"the README has no {README_START} ... {README_END} block to replace")
+    return text[: i + len(README_START)] + "\n" + table + text[j:]
 
 
 def write_report(report: EvidenceReport, out_dir: Path) -> tuple[Path, Path]:

@@ -28,6 +28,7 @@ from models.evidence import (
     log_evidence,
     markdown,
     markdown_books,
+    replace_headline,
     verdict,
 )
 from models.oos import OneStrategyScorer
@@ -161,3 +162,10 @@ def test_evidence_report_when_short_real_walk_forward_then_books_agree_with_engi
     assert run.data.metrics["swing_events"] == swing.events
     local = c.download_artifacts(run_id, "evidence/evidence.json", str(tmp_path))
     assert json.loads(open(local).read())["rows"][1]["strategy"] == "swing"
+
+
+def test_replace_headline_when_markers_present_then_only_the_block_changes() -> None:
+    readme = "# title\n<!-- evidence:start -->\nold table\n<!-- evidence:end -->\nrest\n"
+    assert replace_headline(readme, "new table\n") == "# title\n<!-- evidence:start -->\nnew table\n<!-- evidence:end -->\nrest\n"
+    with pytest.raises(ValueError, match="evidence:start"):
+        replace_headline("# no block\n", "t")

@@ -133,13 +133,15 @@ def evidence(
     tracking_uri: Annotated[str | None, typer.Option(help="Log the report to this MLflow store.")] = None,
     log: Annotated[bool, typer.Option("--log", help="Log the report to the configured MLflow store.")] = False,
     books: Annotated[bool, typer.Option("--books", help="Also print every book's row (trades, exposure).")] = False,
+    readme: Annotated[str | None, typer.Option(help="Rewrite this README's headline block (between the "
+                                               "<!-- evidence:start/end --> markers).")] = None,
 ) -> None:
     """Edge or no edge: walk-forward AUC/Brier and OOS books (ML, rule-only, BTC at the same exposure) with
     95% intervals, the Deflated Sharpe and a verdict per strategy; prints the README headline markdown."""
     from pathlib import Path
 
     from models.dataset import load_history
-    from models.evidence import evidence_report, log_evidence, markdown, markdown_books, write_report
+    from models.evidence import evidence_report, log_evidence, markdown, markdown_books, replace_headline, write_report
     from models.tracking import MlflowTarget
 
     settings = _settings()
@@ -152,6 +154,10 @@ def evidence(
     print(markdown(report))
     if books:
         print(markdown_books(report))
+    if readme:
+        path = Path(readme)
+        path.write_text(replace_headline(path.read_text(), markdown(report)))
+        console.print(f"rewrote the headline block of {path}", style="dim")
     console.print(f"{report.seconds:.0f} s; wrote {md} and {js}", style="dim")
     if tracking_uri or log:
         target = MlflowTarget(tracking_uri, tracking_uri) if tracking_uri else MlflowTarget.from_settings(settings)
