@@ -5,10 +5,10 @@ saw it) and the engine's backtests on each strategy's walk-forward test window (
 
 - pooled OOS AUC and Brier with 95% block-bootstrap intervals, the base-rate Brier (predicting each fold's
   training base rate), the number of events;
-- books: ML-filtered (the predictions through the settings' decision rule), rule-only, buy-and-hold BTC
-  at the same exposure as each of them (core.backtest.buy_and_hold.buy_and_hold_same_exposure: BTC held
-  with the book's invested share of equity bar by bar, paying a market order's cost on the book's
-  turnover), and plain buy-and-hold BTC (all capital); per book trades, trades per quarter (91.3 days) of
+- books: ML-filtered (the predictions through the settings' decision rule), rule-only, BTC at the same
+  exposure as each of them (core.backtest.buy_and_hold.buy_and_hold_same_exposure: BTC held with the
+  book's invested share of equity bar by bar, at no cost, and again paying a market order's cost on the
+  book's turnover), and plain buy-and-hold BTC (all capital); per book trades, trades per quarter (91.3 days) of
   the window, total return, max drawdown, annualised Sharpe of daily equity returns [95% CI], mean
   exposure; the ML book's Deflated Sharpe Ratio given `n_trials` configurations;
 - the verdict (`verdict`): "edge" only when the AUC interval's lower bound is above 0.5 AND the ML
@@ -318,8 +318,9 @@ def evidence_report(
         )
         pooled = allp.filter((pl.col("ts") >= win[0]) & (pl.col("ts") < win[1]))
         books = compare_books(bars, settings, *win, PredictionTableScorer(allp, settings), rule, trials, n_boot, seed)
-        # Brier base of the pooled events: each strategy's own base-rate Brier, weighted by its events.
-        n = {s: p.height for s, p in preds.items()}
+        # Base-rate Brier of the pooled events: each strategy's (over its whole test span), weighted by its
+        # events inside the common window (the per-event fold base rates are not kept in the predictions).
+        n = {s: pooled.filter(pl.col("strategy") == s).height for s in preds}
         base = sum(bases[s] * n[s] for s in preds) / sum(n.values())
         report.rows.append(_evidence_row(COMBINED, pooled, base, books, win, n_boot, seed))
     report.seconds = time.perf_counter() - t0

@@ -141,6 +141,9 @@ def test_evidence_report_when_short_real_walk_forward_then_books_agree_with_engi
         # The benchmark holds BTC with the same time-weighted exposure as the book it follows.
         assert r.books["btc_ml_exposure"].exposure == r.books["ml"].exposure
         assert r.books["btc_rule_exposure"].exposure == r.books["rule"].exposure > 0
+        # Paying the followed book's turnover can only cost: same path, lower end.
+        paying, bare = r.books["btc_rule_exposure_turnover"], r.books["btc_rule_exposure"]
+        assert paying.turnover == bare.turnover > 0 and paying.total_return < bare.total_return
     swing, comb = report.rows[1], report.rows[2]
     assert comb.events < report.rows[0].events + swing.events  # only events inside the common window
     assert comb.window[0] >= max(report.rows[0].window[0], swing.window[0])
@@ -169,3 +172,24 @@ def test_replace_headline_when_markers_present_then_only_the_block_changes() -> 
     assert replace_headline(readme, "new table\n") == "# title\n<!-- evidence:start -->\nnew table\n<!-- evidence:end -->\nrest\n"
     with pytest.raises(ValueError, match="evidence:start"):
         replace_headline("# no block\n", "t")
+
+
+def test_cli_evidence_when_readme_given_then_block_rewritten_and_files_written(tmp_path) -> None:
+    # Arrange: a README with the headline block; a year of three coins, Swing only (fast).
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- evidence:start -->\nstale\n<!-- evidence:end -->\ntail\n")
+    out = tmp_path / "evidence"
+    env = {"MLCRYPTO_DATA__VAR_DIR": str(tmp_path), "MLCRYPTO_ML__N_ESTIMATORS": "30", "COLUMNS": "200"}
+    args = ["evidence", "--strategy", "swing", "--symbols", "BTC,ETH,SOL", "--start", "2023-01-01", "--end", "2024-01-01"]
+    # Act
+    result = CliRunner().invoke(app, [*args, "--n-boot", "50", "--out", str(out), "--readme", str(readme)], env=env)
+    # Assert
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert "stale" not in text and "| Swing |" in text and text.endswith("<!-- evidence:end -->\ntail\n")
+    assert "| Swing |" in result.output
+    assert json.loads((out / "evidence.json").read_text())["rows"][0]["strategy"] == "swing"
