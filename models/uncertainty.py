@@ -87,6 +87,20 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def stratified_auc(y: np.ndarray, p: np.ndarray, group: np.ndarray) -> float:
+    """AUC over (positive, negative) pairs of the same group only: the pair-count-weighted mean of the
+    groups' AUCs. Pooling strategies with different base rates in one AUC would reward telling the
+    strategies apart, not ranking trades; nan when no group has both classes."""
+    num = den = 0.0
+    for gv in np.unique(group):
+        m = group == gv
+        a = auc(y[m], p[m])
+        if math.isfinite(a):
+            pairs = float(np.asarray(y[m]).astype(bool).sum()) * float((~np.asarray(y[m]).astype(bool)).sum())
+            num, den = num + a * pairs, den + pairs
+    return num / den if den else math.nan
+
+
 def brier(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2))
 

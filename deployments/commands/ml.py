@@ -1,9 +1,10 @@
-"""ML commands: `mlcrypto train`, `evaluate`, `promote`, `mlflow-ui`.
+"""ML commands: `mlcrypto train`, `evaluate`, `promote`, `evidence`, `mlflow-ui`.
 
 train    = walk-forward evaluation + OOS backtest + final fit, logged to MLflow and registered as the
            `challenger` of each strategy (add --promote to run the promotion rule right after);
 evaluate = the same evaluation, printed only (nothing logged);
-promote  = champion <- challenger when its OOS backtest beats the champion's on the same window.
+promote  = champion <- challenger when its OOS backtest beats the champion's on the same window;
+evidence = edge or no edge per strategy with intervals (models.evidence), the README headline.
 """
 
 from __future__ import annotations
@@ -123,7 +124,48 @@ def mlflow_ui(port: Annotated[int, typer.Option(help="Port to serve on.")] = 500
     raise typer.Exit(subprocess.call(cmd))
 
 
+def evidence(
+    strategy: StrategyOpt = None, symbols: SymbolsOpt = None, start: StartOpt = None, end: EndOpt = None,
+    n_trials: Annotated[int | None, typer.Option(help="Configurations tried, for the Deflated Sharpe; default: "
+                                                 "the 6 compared (2 decision rules x 3 input sets).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples per interval.")] = 1000,
+    out: Annotated[str, typer.Option(help="Folder for evidence.md and evidence.json.")] = "var/reports/evidence",
+    tracking_uri: Annotated[str | None, typer.Option(help="Log the report to this MLflow store.")] = None,
+    log: Annotated[bool, typer.Option("--log", help="Log the report to the configured MLflow store.")] = False,
+    books: Annotated[bool, typer.Option("--books", help="Also print every book's row (trades, exposure).")] = False,
+    readme: Annotated[str | None, typer.Option(help="Rewrite this README's headline block (between the "
+                                               "<!-- evidence:start/end --> markers).")] = None,
+) -> None:
+    """Edge or no edge: walk-forward AUC/Brier and OOS books (ML, rule-only, BTC at the same exposure) with
+    95% intervals, the Deflated Sharpe and a verdict per strategy; prints the README headline markdown."""
+    from pathlib import Path
+
+    from models.dataset import load_history
+    from models.evidence import evidence_report, log_evidence, markdown, markdown_books, replace_headline, write_report
+    from models.tracking import MlflowTarget
+
+    settings = _settings()
+    try:
+        bars = load_history(settings, _split(symbols), None, _when(start, "--start"), _when(end, "--end"))
+        report = evidence_report(bars, settings, _strategies(strategy), n_trials=n_trials, n_boot=n_boot)
+    except (TradingSystemError, ValueError) as exc:
+        raise _fail(exc) from None
+    md, js = write_report(report, Path(out))
+    print(markdown(report))
+    if books:
+        print(markdown_books(report))
+    if readme:
+        path = Path(readme)
+        path.write_text(replace_headline(path.read_text(), markdown(report)))
+        console.print(f"rewrote the headline block of {path}", style="dim")
+    console.print(f"{report.seconds:.0f} s; wrote {md} and {js}", style="dim")
+    if tracking_uri or log:
+        target = MlflowTarget(tracking_uri, tracking_uri) if tracking_uri else MlflowTarget.from_settings(settings)
+        console.print(f"MLflow run {log_evidence(report, target)} on {target.tracking_uri}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("evidence")(evidence)
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("promote")(promote)
