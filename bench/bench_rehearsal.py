@@ -10,17 +10,16 @@ alerted, candles lost or doubled against the replayed source, orders doubled, le
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
+from datetime import UTC, datetime
 
 from bench.common import BenchResult
-from bench.rehearse import rehearse, report
+from bench.rehearse import ROOT, rehearse, report
 
 
 def run() -> list[BenchResult]:
     minutes = float(os.environ.get("MLCRYPTO_BENCH_REHEARSAL_MINUTES", "16"))
-    with tempfile.TemporaryDirectory(prefix="mlcrypto-rehearsal-") as tmp:
-        r = rehearse(minutes, 240.0, Path(tmp) / "var", log=lambda m: print("   " + m, flush=True))
+    var = ROOT / "var" / "rehearsal" / datetime.now(UTC).strftime("bench-%Y%m%dT%H%M%S")  # kept: logs, alerts, JSON
+    r = rehearse(minutes, 240.0, var, log=lambda m: print("   " + m, flush=True))
     print("   " + report(r).replace("\n", "\n   "))
     unalerted = sum(f.alerted_after_s is None for f in r.faults)
     orders_doubled = r.orders.get("doubled", -1) + r.orders.get("unknown_at_venue", 0)
