@@ -15,12 +15,15 @@ Deterministic: no clock, no randomness, ties broken by name.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import polars as pl
@@ -39,6 +42,8 @@ from core.trading.scan import plan_scan
 from core.trading.valuation import marked, risk_view
 
 Progress = Callable[[int, int], None]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _US = 1_000_000
 _TICK = timedelta(microseconds=1)
@@ -72,6 +77,24 @@ def _dt(us: int) -> datetime:
 
 
 
+def _gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run `fn` with the cyclic garbage collector paused (then restored). A backtest allocates hundreds of thousands of small acyclic objects (signals, decisions,
+    bars, fills); the collector's repeated passes over them and over everything imported cost about
+    15% of the run and free nothing, reference counting frees them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    return wrapper
+
+
 @dataclass
 class BacktestResult:
     settings_fingerprint: str
@@ -90,6 +113,7 @@ class BacktestResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@_gc_paused
 def run_backtest(
     bars: pl.DataFrame,
     settings: Settings,
@@ -336,6 +360,10 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# json.dumps(features, allow_nan=True, sort_keys=True), with the encoder built once instead of per row.
+_FEATURES_JSON = json.JSONEncoder(allow_nan=True, sort_keys=True)
+
+
 def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
     rows = [
         (
@@ -346,7 +374,7 @@ def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
             d.scores.take_profit_pct if d.scores else None,
             d.scores.stop_loss_pct if d.scores else None,
             d.scores.size_multiplier if d.scores else None,
-            json.dumps(d.features, allow_nan=True, sort_keys=True),
+            _FEATURES_JSON.encode(d.features),
         )
         for d in decisions
     ]
