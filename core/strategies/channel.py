@@ -31,7 +31,7 @@ from core.strategies.base import (
     plan_exprs,
 )
 
-_CHUNK_ROWS = 100_000  # bounds the (rows x window) touch matrix to a few MB
+_CHUNK_ROWS = 8192  # bounds the (rows x window) window copy to ~5 MB: cache-sized, no fresh pages per call
 
 
 def count_separated_touches(
