@@ -39,6 +39,10 @@ ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(f for names in FEATURE_NAMES
 SIGNAL_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "ts", "strategy", "price", *PLAN_COLUMNS[1:], "features")
 
 
+# signals_from_frame reads these columns, in this order (the plan columns in PLAN_SCHEMA's order).
+_SIGNAL_FIELDS: tuple[str, ...] = tuple(c for c in SIGNAL_COLUMNS if c != "features")
+
+
 def build_strategies(settings: Settings) -> dict[StrategyName, Strategy]:
     s = settings.strategy
     return {
@@ -102,43 +106,40 @@ def signals_from_frame(signal_rows: pl.DataFrame) -> list[Signal]:
     missing = [c for c in SIGNAL_COLUMNS if c not in signal_rows.columns]
     if missing:
         raise ValueError(f"signal frame lacks columns {missing}; pass detect_all's output")
-    # Read column-wise (one list per column, the features struct unnested) rather than row dicts: this
-    # runs for every signal of a backtest's history.
-    cols = {c: signal_rows.get_column(c).to_list() for c in SIGNAL_COLUMNS if c != "features"}
-    feats = signal_rows.get_column("features").struct.unnest()
+    # Read column-wise (one list per column, the features struct unnested, missing values as NaN) rather
+    # than as row dicts: this runs for every signal of a backtest's history.
+    cols = [signal_rows.get_column(c).to_list() for c in _SIGNAL_FIELDS]
+    feats = signal_rows.get_column("features").struct.unnest().select(pl.all().cast(pl.Float64).fill_null(math.nan))
     feat_cols = {f: feats.get_column(f).to_list() for f in feats.columns}
+    nan_col = [math.nan] * signal_rows.height
+    by_strategy = {name: [feat_cols.get(f, nan_col) for f in names] for name, names in FEATURE_NAMES.items()}
     out: list[Signal] = []
-    for i, strategy in enumerate(cols["strategy"]):
+    for i, (symbol, timeframe, ts, strategy, price, entry_type, tp, sl, trailing, hold_h, expiry_h, spacing, levels,
+            support, resistance) in enumerate(zip(*cols, strict=True)):
         name = StrategyName(strategy)
-        price = float(cols["price"][i])
-        levels = int(cols["grid_levels"][i])
-        spacing = cols["grid_spacing"][i] or 0.0
+        price = float(price)
+        spacing = spacing or 0.0
         # Grid levels step down by `spacing` relative to the signal price (not compounding).
-        entries = tuple(price * (1 - k * spacing) for k in range(levels))
-        expiry = cols["expiry_h"][i]
-        features: dict[str, float] = {}
-        for f in FEATURE_NAMES[name]:
-            v = feat_cols[f][i] if f in feat_cols else None
-            features[f] = float("nan") if v is None else float(v)
+        entries = tuple(price * (1 - k * spacing) for k in range(int(levels)))
         out.append(
             Signal(
-                symbol=cols["symbol"][i],
+                symbol=symbol,
                 strategy=name,
-                timeframe=cols["timeframe"][i],
-                ts=cols["ts"][i],
+                timeframe=timeframe,
+                ts=ts,
                 price=price,
                 plan=TradePlan(
-                    entry_type=OrderType(cols["entry_type"][i]),
+                    entry_type=OrderType(entry_type),
                     entry_prices=entries,
-                    take_profit_pct=float(cols["tp_pct"][i]),
-                    stop_loss_pct=float(cols["sl_pct"][i]),
-                    trailing_stop_pct=_opt(cols["trailing_pct"][i]),
-                    max_hold=timedelta(hours=float(cols["max_hold_h"][i])),
-                    entry_expiry=None if expiry is None else timedelta(hours=float(expiry)),
-                    range_support=_opt(cols["support"][i]),
-                    range_resistance=_opt(cols["resistance"][i]),
+                    take_profit_pct=float(tp),
+                    stop_loss_pct=float(sl),
+                    trailing_stop_pct=_opt(trailing),
+                    max_hold=timedelta(hours=float(hold_h)),
+                    entry_expiry=None if expiry_h is None else timedelta(hours=float(expiry_h)),
+                    range_support=_opt(support),
+                    range_resistance=_opt(resistance),
                 ),
-                features=features,
+                features=dict(zip(FEATURE_NAMES[name], [c[i] for c in by_strategy[name]], strict=True)),
             )
         )
     return out
