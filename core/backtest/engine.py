@@ -64,7 +64,7 @@ class _Series:
     close: array[float]
 
 
-_SERIES_COLUMNS = (("t", "q"), ("open", "d"), ("high", "d"), ("low", "d"), ("close", "d"))
+_PRICES = ("open", "high", "low", "close")
 
 
 def _by_symbol(bars: pl.DataFrame) -> dict[str, _Series]:
@@ -75,7 +75,9 @@ def _by_symbol(bars: pl.DataFrame) -> dict[str, _Series]:
         pl.col("open", "high", "low", "close").cast(pl.Float64),
     )
     for (sym,), part in cols.partition_by("symbol", as_dict=True, maintain_order=True).items():
-        out[str(sym)] = _Series(*(array(code, part.get_column(c).to_numpy().tobytes()) for c, code in _SERIES_COLUMNS))
+        ts: array[int] = array("q", part.get_column("t").to_numpy().tobytes())
+        prices: list[array[float]] = [array("d", part.get_column(c).to_numpy().tobytes()) for c in _PRICES]
+        out[str(sym)] = _Series(ts, *prices)
     return out
 
 
