@@ -159,6 +159,7 @@ class ExitReason(StrEnum):
     MAX_HOLD = "max_hold"
     RANGE_BREAK = "range_break"
     END_OF_DATA = "end_of_data"
+    DATA_HOLE = "data_hole"  # the symbol's bars stop for longer than strategy.max_bridged_gap: out at the last close
     MANUAL = "manual"
 
 

@@ -14,8 +14,10 @@ bar that starts at or after the signal bar's close, in this fixed order (see doc
               Taker exits pay slippage; the TP pays none (it rests on the book);
 4. trailing - the highest price is updated with this bar's high only AFTER the stop check.
 
-On the bar where a *limit* entry first fills we do not know whether the high came before the fill, so
-the TP there is only taken if the close is at/above it, and the trailing high uses the close.
+On a bar where a *limit* entry level fills (the first one, or a later DCA level that re-averages the
+position) we do not know whether the high came before the fill, so the TP (of the re-averaged position)
+there is only taken if the close is at/above it - the close is the last trade, after the fill - and the
+trailing high uses the close.
 """
 
 from __future__ import annotations
@@ -418,10 +420,11 @@ def enter(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEv
 
 
 def manage_exits(pos: ManagedPosition, bar: Bar, settings: Settings, entry_bar: bool) -> list[PositionEvent]:
-    """Steps 3-4 for a position holding quantity. `entry_bar`: its first fill happened on this bar."""
+    """Steps 3-4 for a position holding quantity. `entry_bar`: its first fill happened on this bar (a
+    later level filled during the bar is seen from the level's fill time)."""
     slippage = settings.execution.slippage
     bar_end = bar.ts + (bar.duration or timeframe_duration(pos.timeframe))
-    limit_entry_bar = entry_bar and pos.entry_type is OrderType.LIMIT
+    limit_entry_bar = pos.entry_type is OrderType.LIMIT and (entry_bar or _filled_during(pos, bar.ts, bar_end))
 
     # 3. exits, conservative order: stop, then TP, then close-based exits.
     sl, trail = pos.stop_loss_price, pos.trailing_price
@@ -449,6 +452,12 @@ def manage_exits(pos: ManagedPosition, bar: Bar, settings: Settings, entry_bar: 
     return []
 
 
+def _filled_during(pos: ManagedPosition, start: datetime, end: datetime) -> bool:
+    """A level filled inside [start, end): backtest and paper fills carry the bar's open time, live fills
+    the venue's time (a partly booked level: its first part's)."""
+    return any(lv.fill_ts is not None and start <= lv.fill_ts < end for lv in pos.entry_levels)
+
+
 def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEvent]:
     """Advance one bar (starting at/after the signal bar's close). Returns what happened, in order."""
     if pos.status == "closed":
@@ -464,19 +473,26 @@ def step(pos: ManagedPosition, bar: Bar, settings: Settings) -> list[PositionEve
     return events + manage_exits(pos, bar, settings, entry_bar=was_flat)
 
 
-def end_of_data(pos: ManagedPosition, last_bar: Bar, settings: Settings) -> list[PositionEvent]:
-    """The data ran out with the position open: mark it out at the last close (a taker exit)."""
+def end_of_data(
+    pos: ManagedPosition, last_bar: Bar, settings: Settings, reason: ExitReason = ExitReason.END_OF_DATA
+) -> list[PositionEvent]:
+    """The data ran out (or stops for a hole: `reason` DATA_HOLE) with the position open: mark it out at
+    the last close (a taker exit); resting entry levels are cancelled (Expired "exit" events), so an
+    unfilled entry never fills on a price after the hole."""
     if pos.status == "closed":
         return []
+    bar_end = last_bar.ts + (last_bar.duration or timeframe_duration(pos.timeframe))
     if pos.quantity == 0:
-        for lv in pos.entry_levels:
-            lv.expired = lv.expired or not lv.filled
+        events: list[PositionEvent] = []
+        for i, lv in enumerate(pos.entry_levels):
+            if lv.resting:
+                lv.expired = True
+                events.append(Expired(i, lv.client_order_id, bar_end, "exit"))
         pos.resting_levels = 0
         pos.status = "closed"
-        return []
-    bar_end = last_bar.ts + (last_bar.duration or timeframe_duration(pos.timeframe))
+        return events
     px = last_bar.close * (1 - settings.execution.slippage)
-    return close_position(pos, ExitReason.END_OF_DATA, bar_end, px, Liquidity.TAKER, settings)
+    return close_position(pos, reason, bar_end, px, Liquidity.TAKER, settings)
 
 
 __all__ = [

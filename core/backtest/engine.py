@@ -189,6 +189,9 @@ def run_backtest(
     fine_per_bar = int(dur / fine_dur) if fine_dur else 0
     timeline = np.unique(np.concatenate([np.asarray(s.ts, dtype=np.int64) for s in series.values()])).tolist() if series else []
 
+    # A hole: the symbol's next bar opens more than max_bridged_gap after the last one closed (the label
+    # simulator's rule). A position never bridges one: it is closed at the last close before it.
+    hole_us = (settings.strategy.max_bridged_gap + dur) // _TICK
     manager = StrategyManager(settings)
     ex: Execution = execution if execution is not None else FastExecution(settings)
     marks: dict[str, float] = {}
@@ -211,6 +214,7 @@ def run_backtest(
         # 2. step open positions on the bar that opened at t (or its finer bars).
         still: list[ManagedPosition] = []
         ending: list[ManagedPosition] = []  # their symbol's data ends with this bar
+        holed: list[ManagedPosition] = []  # a hole follows this bar of their symbol
         for pos in open_pos:
             ser = series[pos.symbol]
             i = cursor[pos.position_id]
@@ -220,6 +224,10 @@ def run_backtest(
                 _apply(ex, pos, ser, i, fine.get(pos.symbol), fine_per_bar, fine_dur)
                 marks[pos.symbol] = ser.close[i]
                 i += 1
+                if i < len(ser.ts) and ser.ts[i] - ser.ts[i - 1] > hole_us and pos.status != "closed":
+                    cursor[pos.position_id] = i
+                    holed.append(pos)  # held while this step decides, then out at this close
+                    continue
             cursor[pos.position_id] = i
             if i >= len(ser.ts) and pos.status != "closed":
                 if not ex.closes_at_end:
@@ -240,7 +248,7 @@ def run_backtest(
                     pos_i = bisect_left(sig_ser.ts, t)
                     if pos_i < len(sig_ser.ts) and sig_ser.ts[pos_i] == t:
                         marks[sym] = sig_ser.close[pos_i]
-            view = risk_view(ex.cash, open_pos + ending + stranded, marks)
+            view = risk_view(ex.cash, open_pos + ending + holed + stranded, marks)
             r_i = bisect_right(reg_ts, t) - 1
             regime = (reg_val[r_i], reg_why[r_i]) if r_i >= 0 else (Regime.NORMAL, "no regime data")
             plan = plan_scan(
@@ -254,8 +262,11 @@ def run_backtest(
                     continue  # the paper venue's minimums refused it: recorded as skipped by the account
                 pos = opened
                 ser = series[pos.symbol]
-                cursor[pos.position_id] = bisect_left(ser.ts, close_us)
-                if cursor[pos.position_id] < len(ser.ts):
+                cursor[pos.position_id] = c_i = bisect_left(ser.ts, close_us)
+                if 0 < c_i < len(ser.ts) and ser.ts[c_i] - ser.ts[c_i - 1] > hole_us:
+                    ex.data_hole(pos, _bar(ser, c_i - 1))  # its orders never rest on a price after the hole
+                    closed.append(pos)
+                elif c_i < len(ser.ts):
                     open_pos.append(pos)
                 elif ex.closes_at_end:  # no bar left to fill on: it lapses unfilled
                     ex.end_of_data(pos, _bar(ser, len(ser.ts) - 1))
@@ -265,6 +276,9 @@ def run_backtest(
         for pos in ending:
             ex.end_of_data(pos, _bar(series[pos.symbol], len(series[pos.symbol].ts) - 1))
             (closed if pos.status == "closed" else open_pos).append(pos)
+        for pos in holed:
+            ex.data_hole(pos, _bar(series[pos.symbol], cursor[pos.position_id] - 1))
+            closed.append(pos)
         equity, notional = marked(ex.cash, open_pos + stranded, marks)
         curve.append((close_us, ex.cash, equity, notional))
 

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from core.domain import Decision
-from core.positions import Bar, Exited, Filled, ManagedPosition, end_of_data, step
+from core.domain import ClosedTrade, Decision, ExitReason, Fill, Order
+from core.positions import Bar, Exited, Expired, Filled, ManagedPosition, end_of_data, step
 from core.settings import Settings
 from core.trading.account import Account
 from core.trading.entries import PlannedEntry
+from core.trading.simulated import SimulatedDriver
 
 TS_US = pl.Datetime("us", "UTC")
 FILL_SCHEMA: dict[str, pl.DataType] = {
@@ -47,6 +48,10 @@ class Execution(Protocol):
     def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None: ...
 
     def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None: ...
+
+    def data_hole(self, pos: ManagedPosition, last_bar: Bar) -> None:
+        """The symbol's next bar is further away than strategy.max_bridged_gap: out at the last close
+        before the hole (a taker market exit, reason DATA_HOLE), resting entries cancelled."""
 
     def fills(self) -> pl.DataFrame: ...
 
@@ -78,6 +83,9 @@ class FastExecution:
 
     def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
         self._book(pos, end_of_data(pos, last_bar, self._settings))
+
+    def data_hole(self, pos: ManagedPosition, last_bar: Bar) -> None:
+        self._book(pos, end_of_data(pos, last_bar, self._settings, ExitReason.DATA_HOLE))
 
     def _book(self, pos: ManagedPosition, events: list[Any]) -> None:
         # Entry fill: pay price x qty + fee; exit: receive price x qty - fee. Each event once.
@@ -125,6 +133,28 @@ class LedgerExecution:
 
     def end_of_data(self, pos: ManagedPosition, last_bar: Bar) -> None:
         """Left open on purpose (see the class docstring)."""
+
+    def data_hole(self, pos: ManagedPosition, last_bar: Bar) -> None:
+        """Unlike the end of the data, a hole is closed in the ledger too (else the position would bridge it
+        when the bars resume): the resting entries cancelled at the venue, the exit executed there by the
+        simulated driver's exit path, one journal event."""
+        driver = self.account.driver
+        if not isinstance(driver, SimulatedDriver):
+            raise TypeError(f"a data-hole exit needs the paper venue's simulated driver, not {type(driver).__name__}")
+        orders: list[Order] = []
+        fills: list[Fill] = []
+        trades: list[ClosedTrade] = []
+        for ev in end_of_data(pos, last_bar, self.account.settings, ExitReason.DATA_HOLE):
+            if isinstance(ev, Expired):
+                orders.append(driver.venue.cancel(ev.client_order_id))
+            elif isinstance(ev, Exited):
+                fill, order, trade = driver._exit(self.account, pos, ev, last_bar)  # the one exit booking
+                fills.append(fill)
+                orders.append(order)
+                trades.append(trade)
+        for o in orders:
+            self.account.book.orders[o.client_order_id] = o
+        self.account.commit("data_hole", positions=[pos], orders=orders, fills=fills, trades=trades)
 
     def fills(self) -> pl.DataFrame:
         rows = []
