@@ -23,6 +23,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
@@ -80,6 +81,36 @@ def _by_symbol(bars: pl.DataFrame) -> dict[str, _Series]:
         prices: list[array[float]] = [array("d", part.get_column(c).to_numpy().tobytes()) for c in _PRICES]
         out[str(sym)] = _Series(ts, *prices)
     return out
+
+
+def _regime_lookup(
+    market_bars: pl.DataFrame, settings: Settings, start: datetime, end: datetime
+) -> tuple[list[int], list[Regime], list[str], pl.DataFrame]:
+    """The regime rows as lists for bisect (bar open ts in us, regime, reason) and the window's changes."""
+    rf = regime_frame(market_bars, settings).sort("ts")
+    changes = (
+        rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
+        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        .select(pl.col("ts").dt.cast_time_unit("us"), "regime", "reason")
+    )
+    return (
+        rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_list(),
+        [Regime(r) for r in rf.get_column("regime").to_list()],
+        rf.get_column("reason").to_list(),
+        changes,
+    )
+
+
+def _series_and_timeline(
+    bars: pl.DataFrame, exit_bars: pl.DataFrame | None, start: datetime, end: datetime
+) -> tuple[int, dict[str, _Series], dict[str, _Series], list[int]]:
+    """The window's bar count, its per-symbol series (and the finer exit bars'), and the sorted distinct
+    bar open times the loop walks."""
+    window = bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    series = _by_symbol(window)
+    fine = _by_symbol(exit_bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))) if exit_bars is not None else {}
+    timeline = np.unique(np.concatenate([np.asarray(s.ts, dtype=np.int64) for s in series.values()])).tolist() if series else []
+    return window.height, series, fine, timeline
 
 
 def _dt(us: int) -> datetime:
@@ -180,6 +211,14 @@ def run_backtest(
     # 1. detection over the whole history (warm-up included), then the window's signals only.
     frame = detect_all(bars, settings).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
     timings["detect_s"] = time.perf_counter() - t0
+    # The regime and the per-symbol series are polars/numpy work that releases the GIL: a second thread
+    # computes them (in this order) while the signals are built and scored in Python. Same results, only
+    # overlapped; regime_s is then the wait for them.
+    pool = ThreadPoolExecutor(max_workers=1)
+    market = market_bars if market_bars is not None else bars
+    regime_job = pool.submit(_regime_lookup, market, settings, start, end) if use_regime else None
+    series_job = pool.submit(_series_and_timeline, bars, exit_bars, start, end)
+    pool.shutdown(wait=False)  # the worker ends after these two jobs
     signals = signals_from_frame(frame)
     batch = BatchScored(signals, (scorer or RuleOnlyScorer(settings)).score(signals))
     timings["score_s"] = time.perf_counter() - t0 - timings["detect_s"]
@@ -188,28 +227,12 @@ def run_backtest(
         by_bar.setdefault(int(s.ts.timestamp() * _US), []).append(i)
 
     # Regime as of each bar close (the last regime row at or before it; NORMAL before the first).
-    reg_ts: list[int] = []
-    reg_val: list[Regime] = []
-    reg_why: list[str] = []
-    changes = _empty_changes()
-    if use_regime:
-        rf = regime_frame(market_bars if market_bars is not None else bars, settings).sort("ts")
-        reg_ts = rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_list()
-        reg_val = [Regime(r) for r in rf.get_column("regime").to_list()]
-        reg_why = rf.get_column("reason").to_list()
-        changes = (
-            rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
-            .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-            .select(pl.col("ts").dt.cast_time_unit("us"), "regime", "reason")
-        )
+    reg_ts, reg_val, reg_why, changes = regime_job.result() if regime_job else ([], [], [], _empty_changes())
     timings["regime_s"] = time.perf_counter() - t0 - timings["detect_s"] - timings["score_s"]
 
-    window = bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-    series = _by_symbol(window)
-    fine = _by_symbol(exit_bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))) if exit_bars is not None else {}
+    window_bars, series, fine, timeline = series_job.result()
     fine_dur = timeframe_duration(validate_bars(exit_bars)) if exit_bars is not None else None
     fine_per_bar = int(dur / fine_dur) if fine_dur else 0
-    timeline = np.unique(np.concatenate([np.asarray(s.ts, dtype=np.int64) for s in series.values()])).tolist() if series else []
 
     # A hole: the symbol's next bar opens more than max_bridged_gap after the last one closed (the label
     # simulator's rule). A position never bridges one: it is closed at the last close before it.
@@ -318,7 +341,7 @@ def run_backtest(
         start=start,
         end=end,
         symbols=sorted(series),
-        bars=window.height,
+        bars=window_bars,
         signals=len(signals),
         trades=trades_frame(closed),
         decisions=decisions_frame(decisions),
