@@ -49,7 +49,7 @@ def count_separated_touches(
         return counts
     windows = sliding_window_view(values, window)  # row r holds values[r : r + window] (a view, no copy)
     # Only bars with a finite threshold get a count (NaN: -1), so only their windows are compared; that
-    # is a few % of the bars on real data.
+    # is about a quarter of the bars on the shipped 1h data.
     wanted = np.flatnonzero(np.isfinite(thresholds[window - 1 :])) + window - 1
     for lo in range(0, wanted.size, _CHUNK_ROWS):
         ends = wanted[lo : lo + _CHUNK_ROWS]
@@ -109,7 +109,7 @@ class ChannelStrategy:
         span = pl.col("_resistance") - pl.col("_support")
         tol = c.touch_tolerance * span
         # Touches are counted only where they can decide something: a range of valid width with the
-        # close in its entry zone (null elsewhere). That is a few % of the bars, so it is cheap.
+        # close in its entry zone (null elsewhere): about a quarter of the bars.
         candidate = (span / pl.col("_support")).is_between(c.min_width, c.max_width) & (
             pl.col("close") <= pl.col("_support") + c.entry_zone * span
         )
