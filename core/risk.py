@@ -23,11 +23,15 @@ class RiskCheck:
 
     @staticmethod
     def ok(reason: str = "approved") -> RiskCheck:
-        return RiskCheck(True, reason)
+        # frozen, so the common answer is one shared instance (asked for every candidate of a backtest)
+        return _APPROVED if reason == "approved" else RiskCheck(True, reason)
 
     @staticmethod
     def deny(code: ReasonCode, reason: str) -> RiskCheck:
         return RiskCheck(False, reason, code)
+
+
+_APPROVED = RiskCheck(True, "approved")
 
 
 class RegimeEffects(Protocol):

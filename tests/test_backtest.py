@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -95,6 +96,20 @@ def test_run_backtest_when_panic_bar_then_no_entry_taken(result) -> None:
     assert not panic["taken"].any()
     assert (panic["reason"] == "regime_no_entries").all()  # core.domain.ReasonCode, counted by the report
     assert panic["detail"].str.starts_with("regime PANIC: no new entries").all()
+
+
+def test_run_backtest_when_running_then_gc_paused_and_restored_after(bars) -> None:
+    seen: list[bool] = []
+    gc.enable()
+    run_backtest(bars, S, start=END - timedelta(days=3), progress=lambda k, n: seen.append(gc.isenabled()))
+    assert seen and not any(seen)  # paused while it ran
+    assert gc.isenabled()  # and on again after
+    gc.disable()
+    try:
+        run_backtest(bars, S, start=END - timedelta(days=3))
+        assert not gc.isenabled()  # a caller's disabled collector stays disabled
+    finally:
+        gc.enable()
 
 
 def test_run_backtest_when_window_empty_then_clear_error(bars) -> None:

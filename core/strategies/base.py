@@ -134,12 +134,32 @@ def plan_exprs(
     ]
 
 
-def checked_detect(strategy: Strategy, bars: pl.DataFrame) -> pl.DataFrame:
+@runtime_checkable
+class OnDetectionFrame(Protocol):
+    """A strategy that can start from a prepared detection_frame (the three built-in ones): detect_all
+    builds that frame once for all strategies sharing its parameters instead of once per strategy."""
+
+    @property
+    def frame_key(self) -> tuple[timedelta, int, int]:
+        """(max_gap, rsi_period, atr_period): the detection_frame arguments."""
+        ...
+
+    def detect_on(self, timeframe: str, frame: pl.LazyFrame) -> pl.DataFrame:
+        """detect() on detection_frame(bars, *frame_key)'s result."""
+        ...
+
+
+def checked_detect(
+    strategy: Strategy, bars: pl.DataFrame, run: Callable[[], pl.DataFrame] | None = None, *, validated: bool = False
+) -> pl.DataFrame:
     """Run a detector and check it kept the rows (freqtrade's assert_df): same count, same last ts per
-    symbol, and every promised column present. A broken strategy raises StrategyError."""
-    validate_bars(bars)
+    symbol, and every promised column present. A broken strategy raises StrategyError. `run` replaces
+    `strategy.detect(bars)` (detect_all passes detect_on over a shared frame); `validated`: the caller
+    already ran validate_bars on these bars."""
+    if not validated:
+        validate_bars(bars)
     try:
-        out = strategy.detect(bars)
+        out = strategy.detect(bars) if run is None else run()
     except (DataQualityError, StrategyError):
         raise
     except Exception as exc:
@@ -219,3 +239,10 @@ def detection_frame(
     (SEGMENT, see with_segments) with the common features added."""
     tf = validate_bars(bars)
     return tf, add_common_features(with_segments(bars, max_gap), tf, rsi_period, atr_period)
+
+
+def shared_detection_frame(bars: pl.DataFrame, timeframe: str, key: tuple[timedelta, int, int]) -> pl.LazyFrame:
+    """detection_frame for already validated bars, computed now (collected), so several strategies
+    start from it without each recomputing the common features."""
+    max_gap, rsi_period, atr_period = key
+    return add_common_features(with_segments(bars, max_gap), timeframe, rsi_period, atr_period).collect().lazy()

@@ -39,8 +39,14 @@ class DcaStrategy:
     def from_settings(cls, s: StrategySettings) -> DcaStrategy:
         return cls(s.dca, s.rsi_period, s.atr_period, s.volume_avg_bars, s.max_bridged_gap)
 
+    @property
+    def frame_key(self) -> tuple[timedelta, int, int]:
+        return (self.max_gap, self.rsi_period, self.atr_period)
+
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
-        tf, out = detection_frame(bars, self.max_gap, self.rsi_period, self.atr_period)
+        return self.detect_on(*detection_frame(bars, *self.frame_key))
+
+    def detect_on(self, tf: str, out: pl.LazyFrame) -> pl.DataFrame:
         c = self.config
         lookback = bars_in(c.lookback, tf)
         max_high = ind.rolling_high(lookback)

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from functools import partial
 
 import polars as pl
 
 from core.domain import OrderType, Signal, StrategyName, TradePlan, bars_in
 from core.settings import Settings
-from core.strategies.base import PLAN_COLUMNS, Strategy, checked_detect, validate_bars
+from core.strategies.base import (
+    PLAN_COLUMNS,
+    OnDetectionFrame,
+    Strategy,
+    checked_detect,
+    shared_detection_frame,
+    validate_bars,
+)
 from core.strategies.channel import ChannelStrategy
 from core.strategies.dca import DcaStrategy
 from core.strategies.swing import SwingStrategy
@@ -29,6 +37,10 @@ FEATURE_NAMES: dict[StrategyName, tuple[str, ...]] = {
 ALL_FEATURES: tuple[str, ...] = tuple(dict.fromkeys(f for names in FEATURE_NAMES.values() for f in names))
 
 SIGNAL_COLUMNS: tuple[str, ...] = ("symbol", "timeframe", "ts", "strategy", "price", *PLAN_COLUMNS[1:], "features")
+
+
+# signals_from_frame reads these columns, in this order (the plan columns in PLAN_SCHEMA's order).
+_SIGNAL_FIELDS: tuple[str, ...] = tuple(c for c in SIGNAL_COLUMNS if c != "features")
 
 
 def build_strategies(settings: Settings) -> dict[StrategyName, Strategy]:
@@ -70,8 +82,18 @@ def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
 
 def detect_all(bars: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """Signal rows of every strategy, sorted by (ts, symbol, strategy)."""
-    validate_bars(bars)
-    frames = [_signal_rows(st, checked_detect(st, bars)) for st in build_strategies(settings).values()]
+    tf = validate_bars(bars)
+    shared: dict[tuple[timedelta, int, int], pl.LazyFrame] = {}  # the common features, once per parameters
+    frames = []
+    for st in build_strategies(settings).values():
+        if isinstance(st, OnDetectionFrame):
+            key = st.frame_key
+            if key not in shared:
+                shared[key] = shared_detection_frame(bars, tf, key)
+            out = checked_detect(st, bars, partial(st.detect_on, tf, shared[key]), validated=True)
+        else:
+            out = checked_detect(st, bars, validated=True)
+        frames.append(_signal_rows(st, out))
     return pl.concat(frames).sort("ts", "symbol", "strategy")
 
 
@@ -84,36 +106,40 @@ def signals_from_frame(signal_rows: pl.DataFrame) -> list[Signal]:
     missing = [c for c in SIGNAL_COLUMNS if c not in signal_rows.columns]
     if missing:
         raise ValueError(f"signal frame lacks columns {missing}; pass detect_all's output")
+    # Read column-wise (one list per column, the features struct unnested, missing values as NaN) rather
+    # than as row dicts: this runs for every signal of a backtest's history.
+    cols = [signal_rows.get_column(c).to_list() for c in _SIGNAL_FIELDS]
+    feats = signal_rows.get_column("features").struct.unnest().select(pl.all().cast(pl.Float64).fill_null(math.nan))
+    feat_cols = {f: feats.get_column(f).to_list() for f in feats.columns}
+    nan_col = [math.nan] * signal_rows.height
+    by_strategy = {name: [feat_cols.get(f, nan_col) for f in names] for name, names in FEATURE_NAMES.items()}
     out: list[Signal] = []
-    for r in signal_rows.iter_rows(named=True):
-        name = StrategyName(r["strategy"])
-        price = float(r["price"])
-        levels = int(r["grid_levels"])
-        spacing = r["grid_spacing"] or 0.0
+    for i, (symbol, timeframe, ts, strategy, price, entry_type, tp, sl, trailing, hold_h, expiry_h, spacing, levels,
+            support, resistance) in enumerate(zip(*cols, strict=True)):
+        name = StrategyName(strategy)
+        price = float(price)
+        spacing = spacing or 0.0
         # Grid levels step down by `spacing` relative to the signal price (not compounding).
-        entries = tuple(price * (1 - k * spacing) for k in range(levels))
-        feats = r["features"] or {}
+        entries = tuple(price * (1 - k * spacing) for k in range(int(levels)))
         out.append(
             Signal(
-                symbol=r["symbol"],
+                symbol=symbol,
                 strategy=name,
-                timeframe=r["timeframe"],
-                ts=r["ts"],
+                timeframe=timeframe,
+                ts=ts,
                 price=price,
                 plan=TradePlan(
-                    entry_type=OrderType(r["entry_type"]),
+                    entry_type=OrderType(entry_type),
                     entry_prices=entries,
-                    take_profit_pct=float(r["tp_pct"]),
-                    stop_loss_pct=float(r["sl_pct"]),
-                    trailing_stop_pct=_opt(r["trailing_pct"]),
-                    max_hold=timedelta(hours=float(r["max_hold_h"])),
-                    entry_expiry=None if r["expiry_h"] is None else timedelta(hours=float(r["expiry_h"])),
-                    range_support=_opt(r["support"]),
-                    range_resistance=_opt(r["resistance"]),
+                    take_profit_pct=float(tp),
+                    stop_loss_pct=float(sl),
+                    trailing_stop_pct=_opt(trailing),
+                    max_hold=timedelta(hours=float(hold_h)),
+                    entry_expiry=None if expiry_h is None else timedelta(hours=float(expiry_h)),
+                    range_support=_opt(support),
+                    range_resistance=_opt(resistance),
                 ),
-                features={
-                    f: (float("nan") if feats.get(f) is None else float(feats[f])) for f in FEATURE_NAMES[name]
-                },
+                features=dict(zip(FEATURE_NAMES[name], [c[i] for c in by_strategy[name]], strict=True)),
             )
         )
     return out

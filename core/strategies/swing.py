@@ -38,8 +38,15 @@ class SwingStrategy:
     def from_settings(cls, s: StrategySettings) -> SwingStrategy:
         return cls(s.swing, s.rsi_period, s.atr_period, s.volume_avg_bars, s.max_bridged_gap)
 
+    @property
+    def frame_key(self) -> tuple[timedelta, int, int]:
+        return (self.max_gap, self.rsi_period, self.atr_period)
+
     def detect(self, bars: pl.DataFrame) -> pl.DataFrame:
-        _, out = detection_frame(bars, self.max_gap, self.rsi_period, self.atr_period)
+        return self.detect_on(*detection_frame(bars, *self.frame_key))
+
+    def detect_on(self, tf: str, frame: pl.LazyFrame) -> pl.DataFrame:
+        out = frame
         c = self.config
         out = out.with_columns(
             ind.rolling_high(c.resistance_bars, include_current=False).over(PARTITION).alias("_resistance"),
