@@ -373,6 +373,12 @@ class MLSettings(_Section):
     n_estimators: int = Field(default=200, ge=1, le=5000)
     max_depth: int = Field(default=4, ge=1, le=16)
     learning_rate: float = Field(default=0.05, gt=0, le=1)
+    # Optuna inside nested walk-forward folds (models.tuning; docs/ml.md "Tuning"). 0 = off: the measured
+    # search does not beat these defaults out of sample and would multiply the weekly retrain's time.
+    tuning_trials: int = Field(
+        default=0, ge=0, le=1000, description="Optuna trials per search (each outer fold + the final model); 0 = off."
+    )
+    tuning_inner_folds: int = Field(default=2, ge=2, le=10, description="Inner walk-forward folds scoring each trial.")
 
 
 class AlertSettings(_Section):
