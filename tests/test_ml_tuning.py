@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pytest
+from mlflow import MlflowClient
 from pydantic import ValidationError
 
-from mlflow import MlflowClient
-
+from core.errors import ConfigError
 from core.settings import load_settings
 from models import tuning
 from models.dataset import build_events
@@ -200,9 +200,9 @@ def test_train_strategy_when_tuning_off_then_previous_behaviour_and_no_search(re
 
 
 def test_tuning_settings_when_invalid_then_refused() -> None:
-    with pytest.raises(ValidationError, match="tuning_trials"):
+    with pytest.raises(ConfigError, match="ml.tuning_trials"):
         load_settings(ml={"tuning_trials": -1})
-    with pytest.raises(ValidationError, match="tuning_inner_folds"):
+    with pytest.raises(ConfigError, match="ml.tuning_inner_folds"):
         load_settings(ml={"tuning_inner_folds": 1})
     with pytest.raises(ValueError, match="tuning_trials >= 1"):
         tuning.WalkForwardTuner("swing", [], load_settings())
