@@ -2,6 +2,11 @@
 before the champion scores it (models.features.context_features uses bars <= t only). Without it a
 backtest would score every signal with the context of the window's last bar, i.e. with information
 from its future. The live scan shows the scorer the scan's bars instead (core.scoring.ObservesBars).
+
+The edge context (models.edge_features) is always included, so a champion trained with ml.edge_features
+gets it whatever the backtest's settings say; the own-outcome features are added for the strategies whose
+model takes them (an inner scorer with `input_names`, i.e. models.scorer.MLScorer), from
+models.scorer.OwnOutcomes over the same bars (settled strictly before each signal's bar).
 """
 
 from __future__ import annotations
@@ -14,24 +19,44 @@ import polars as pl
 from core.domain import Scores, Signal
 from core.scoring import Scorer
 from core.settings import Settings
+from models.edge_features import OUTCOME_FEATURES
 from models.features import context_features
+from models.scorer import OwnOutcomes
+
+
+def with_edge_context(settings: Settings) -> Settings:
+    """The settings with ml.edge_features on: the context every scorer computes."""
+    return settings.model_copy(update={"ml": settings.ml.model_copy(update={"edge_features": True})})
 
 
 class HistoricalContextScorer:
     def __init__(self, inner: Scorer, bars: pl.DataFrame, settings: Settings) -> None:
-        ctx = context_features(bars, settings)
+        ctx = context_features(bars, with_edge_context(settings))
         names = [c for c in ctx.columns if c not in ("symbol", "ts")]
         self._inner = inner
         self._names = names
         self._ctx = {
             (r[0], r[1]): dict(zip(names, r[2:], strict=True)) for r in ctx.select("symbol", "ts", *names).iter_rows()
         }
+        self._own = OwnOutcomes(bars, settings)
 
     def _at(self, symbol: str, ts: datetime) -> dict[str, float]:
         """The context at that bar; a missing value stays missing (NaN), never the scorer's latest context."""
         row = self._ctx.get((symbol, ts), {})
         return {n: math.nan if row.get(n) is None else float(row[n]) for n in self._names}
 
+    def _takes_outcomes(self, strategy: str) -> bool:
+        names = getattr(self._inner, "input_names", None)
+        return names is not None and any(f in OUTCOME_FEATURES for f in names(strategy))
+
     def score(self, signals: list[Signal]) -> list[Scores]:
-        enriched = [s.model_copy(update={"features": {**self._at(s.symbol, s.ts), **s.features}}) for s in signals]
+        own: list[dict[str, float]] = [{} for _ in signals]
+        takes = {st: self._takes_outcomes(st) for st in {s.strategy.value for s in signals}}
+        needing = [i for i, s in enumerate(signals) if takes[s.strategy.value]]
+        for i, feats in zip(needing, self._own.features([signals[i] for i in needing]), strict=True):
+            own[i] = feats
+        enriched = [
+            s.model_copy(update={"features": {**self._at(s.symbol, s.ts), **o, **s.features}})
+            for s, o in zip(signals, own, strict=True)
+        ]
         return self._inner.score(enriched)
