@@ -359,7 +359,7 @@ class MLSettings(_Section):
     edge_features: bool = Field(default=False, description="Add models.edge_features' context inputs (issue 12; see docs/ml.md).")
     train_all_symbols: bool = Field(default=False, description="Train on every coin in the data file, not just data.symbols.")
     outcome_features: bool = Field(
-        default=False, description="Own settled outcomes as features (models.edge_features); a scorer must supply them."
+        default=False, description="Own settled outcomes as features (models.edge_features; the scorers compute them)."
     )
     tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
     experiment_prefix: str = "mlcrypto"
