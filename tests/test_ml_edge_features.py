@@ -168,13 +168,12 @@ def test_scorers_when_champion_trained_with_edge_features_then_scan_scores_equal
     bars up to t) and a backtest (HistoricalContextScorer) with exactly the inputs training computed for
     those events, although the scoring process's settings have the features off (the model decides)."""
     import numpy as np
-    from mlflow import MlflowClient
 
     from core.strategies.registry import signals_from_frame
     from models.context_scorer import HistoricalContextScorer
     from models.pipeline import train_strategy
     from models.scorer import MLScorer
-    from models.tracking import CHAMPION, model_name
+    from models.tracking import CHAMPION, client, model_name
 
     store = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "n_estimators": 30, "walk_forward_folds": 3}
     train_settings = load_settings(data={"var_dir": str(tmp_path)}, ml={**store, "edge_features": True, "outcome_features": True})
@@ -182,9 +181,7 @@ def test_scorers_when_champion_trained_with_edge_features_then_scan_scores_equal
     ev = build_events(bars, train_settings, ("swing",))["swing"]
     report = train_strategy(ev, bars, train_settings, log=True, backtest=False)
     assert report.model is not None and report.version
-    MlflowClient(tracking_uri=train_settings.mlflow_tracking_uri).set_registered_model_alias(
-        model_name("swing", train_settings), CHAMPION, report.version
-    )
+    client(train_settings).set_registered_model_alias(model_name("swing", train_settings), CHAMPION, report.version)
     edge = [*EDGE_CONTEXT_FEATURES, *OUTCOME_FEATURES]
     rows = detect_all(bars, scan_settings).filter(pl.col("strategy") == "swing")
     live, backtest = MLScorer(scan_settings, alias_check_seconds=3600), None

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pytest
-from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from core.errors import ConfigError
@@ -15,6 +14,7 @@ from core.settings import load_settings
 from models import tuning
 from models.dataset import build_events
 from models.pipeline import train_strategy
+from models.tracking import client
 from models.tuning import Space, brier_objective, nested_tune, search, with_params
 from models.walkforward import walk_forward_folds
 
@@ -159,7 +159,8 @@ def test_train_strategy_when_tuning_on_then_folds_tune_on_their_past_and_n_trial
 
     # 2. the real MLflow store has the count (every search's trials), the inner-CV score and the params,
     #    and the DSR was computed with that count
-    run = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(report.run_id)
+    store = client(settings)  # both URIs explicit: another test may have set the process-wide registry
+    run = store.get_run(report.run_id)
     m, p = run.data.metrics, run.data.params
     searches = len(outer) + 1
     assert m["tuning_n_trials"] == N_TRIALS * searches == report.model.tuning.n_trials
@@ -171,7 +172,7 @@ def test_train_strategy_when_tuning_on_then_folds_tune_on_their_past_and_n_trial
     for k, v in tuned.items():  # the registered model was fitted with the chosen params
         assert p[f"tuned_{k}"] == str(v) == p[f"xgb_{k}"]
     # per fold (MLflow step = fold index): that fold's own choice and inner score
-    history = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_metric_history(report.run_id, "fold_tuned_max_depth")
+    history = store.get_metric_history(report.run_id, "fold_tuned_max_depth")
     assert sorted(h.step for h in history) == [f.index for f in outer]
 
 
