@@ -3,10 +3,11 @@ before the champion scores it (models.features.context_features uses bars <= t o
 backtest would score every signal with the context of the window's last bar, i.e. with information
 from its future. The live scan shows the scorer the scan's bars instead (core.scoring.ObservesBars).
 
-The edge context (models.edge_features) is always included, so a champion trained with ml.edge_features
-gets it whatever the backtest's settings say; the own-outcome features are added for the strategies whose
-model takes them (an inner scorer with `input_names`, i.e. models.scorer.MLScorer), from
-models.scorer.OwnOutcomes over the same bars (settled strictly before each signal's bar).
+The opt-in edge features (models.edge_features) follow the champion, not the backtest's settings: when
+the inner scorer says what its models take (`input_names`, i.e. models.scorer.MLScorer), the edge
+context is computed if any model takes it (or ml.edge_features is on; ~25% more context time on the
+whole history otherwise), and the own-outcome features are added for the strategies whose model takes
+them, from models.scorer.OwnOutcomes over the same bars (settled strictly before each signal's bar).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from datetime import datetime
 
 import polars as pl
 
-from core.domain import Scores, Signal
+from core.domain import Scores, Signal, StrategyName
 from core.scoring import Scorer
 from core.settings import Settings
-from models.edge_features import OUTCOME_FEATURES
+from models.edge_features import EDGE_CONTEXT_FEATURES, OUTCOME_FEATURES
 from models.features import context_features
 from models.scorer import OwnOutcomes
 
@@ -29,9 +30,16 @@ def with_edge_context(settings: Settings) -> Settings:
     return settings.model_copy(update={"ml": settings.ml.model_copy(update={"edge_features": True})})
 
 
+def _model_inputs(inner: Scorer) -> set[str]:
+    """Every input of the inner scorer's models ({} when it does not say)."""
+    names = getattr(inner, "input_names", None)
+    return set().union(*(names(s.value) for s in StrategyName)) if names is not None else set()
+
+
 class HistoricalContextScorer:
     def __init__(self, inner: Scorer, bars: pl.DataFrame, settings: Settings) -> None:
-        ctx = context_features(bars, with_edge_context(settings))
+        edge = settings.ml.edge_features or bool(_model_inputs(inner) & set(EDGE_CONTEXT_FEATURES))
+        ctx = context_features(bars, with_edge_context(settings) if edge else settings)
         names = [c for c in ctx.columns if c not in ("symbol", "ts")]
         self._inner = inner
         self._names = names
