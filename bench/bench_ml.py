@@ -26,7 +26,7 @@ from core.settings import Settings, load_settings
 from core.strategies.registry import detect_all, signals_from_frame
 
 REPEATS = 2
-TUNED_TRIALS = 2  # the most trials per search that keeps the three-strategy train under 60 s here
+TUNED_TRIALS = 2  # about the most trials per search that keeps the three-strategy train under 60 s (docs/ml.md)
 
 
 def _train_all(settings: Settings, bars: pl.DataFrame) -> tuple[float, float, dict[str, Any]]:
