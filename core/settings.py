@@ -359,7 +359,7 @@ class MLSettings(_Section):
     edge_features: bool = Field(default=False, description="Add models.edge_features' context inputs (issue 12; see docs/ml.md).")
     train_all_symbols: bool = Field(default=False, description="Train on every coin in the data file, not just data.symbols.")
     outcome_features: bool = Field(
-        default=False, description="Own settled outcomes as features (models.edge_features); a scorer must supply them."
+        default=False, description="Own settled outcomes as features (models.edge_features; the scorers compute them)."
     )
     tracking_uri: str | None = Field(default=None, description="Defaults to a local store under var_dir/mlflow.")
     experiment_prefix: str = "mlcrypto"
@@ -373,6 +373,12 @@ class MLSettings(_Section):
     n_estimators: int = Field(default=200, ge=1, le=5000)
     max_depth: int = Field(default=4, ge=1, le=16)
     learning_rate: float = Field(default=0.05, gt=0, le=1)
+    # Optuna inside nested walk-forward folds (models.tuning; docs/ml.md "Tuning"). 0 = off: the measured
+    # search does not beat these defaults out of sample and would multiply the weekly retrain's time.
+    tuning_trials: int = Field(
+        default=0, ge=0, le=1000, description="Optuna trials per search (each outer fold + the final model); 0 = off."
+    )
+    tuning_inner_folds: int = Field(default=2, ge=2, le=10, description="Inner walk-forward folds scoring each trial.")
 
 
 class AlertSettings(_Section):

@@ -10,8 +10,9 @@ Two kinds:
 - outcome_features(events, outcomes): the strategy's own recent realised results, per strategy and per
   (strategy, coin): win rate and mean net return of the last N trades whose label SETTLED strictly before
   the signal bar (settle time = exit_ts of the label simulation, so an outcome decided by later bars is
-  never used). This is SPEC 5's "learn from every trade" made a feature. Opt-in (settings.ml.outcome_features):
-  a live or backtest scorer must put them into Signal.features, which no caller does yet.
+  never used). This is SPEC 5's "learn from every trade" made a feature. Opt-in (settings.ml.outcome_features);
+  the scorers compute them for a champion that takes them (models.scorer.OwnOutcomes: the strategy's
+  detection events on the scan's or backtest's bars, labelled as in training).
 
 Every rolling window is time-based and right-closed; returns are taken only across consecutive bars, so
 a data hole is never bridged.

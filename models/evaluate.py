@@ -8,6 +8,7 @@ never saw that event or any event whose label horizon reached into its fold.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,10 +78,17 @@ def regression_metrics(frame: pl.DataFrame, strategy: str) -> dict[str, float]:
     return out
 
 
+# (a fold's training events) -> (settings to fit that fold's model with, fold metrics to log): the
+# nested-tuning hook (models.tuning.WalkForwardTuner); it is only ever shown the fold's training events.
+FoldTuner = Callable[[pl.DataFrame], tuple[Settings, dict[str, float]]]
+
+
 def walk_forward(
-    events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings
+    events: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings, tune: FoldTuner | None = None
 ) -> WalkForwardResult:
-    """Evaluate on labelled, filled events (columns: ts, label_end, success, targets, features)."""
+    """Evaluate on labelled, filled events (columns: ts, label_end, success, targets, features).
+
+    `tune`: choose each fold's hyperparameters from its training events alone (None: the settings' own)."""
     threshold = float(getattr(settings.strategy, strategy).min_confidence)
     events = events.sort("ts")
     folds = walk_forward_folds(events, settings.ml.walk_forward_folds, settings.ml.embargo)
@@ -89,7 +97,8 @@ def walk_forward(
     for fold in folds:
         train = events[fold.train_idx]
         test = events[fold.test_idx]
-        model = fit_strategy_model(train, strategy, feature_names, settings)
+        fit_settings, tuned = tune(train) if tune is not None else (settings, {})
+        model = fit_strategy_model(train, strategy, feature_names, fit_settings)
         preds = model.predict(model.matrix(test))
         test = test.with_columns(
             *(pl.Series(PRED_PREFIX + k, v.astype(np.float64)) for k, v in preds.items()), fold=pl.lit(fold.index)
@@ -97,6 +106,7 @@ def walk_forward(
         metrics = classification_metrics(test["success"].to_numpy(), preds["confidence"], threshold, model.base_rate)
         metrics |= regression_metrics(test, strategy)
         metrics |= {"fold": float(fold.index), "n_train": float(fold.train_idx.size), "purged": float(fold.purged)}
+        metrics |= tuned
         result.folds.append(metrics)
         parts.append(test)
     if parts:

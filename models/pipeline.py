@@ -64,6 +64,10 @@ def train_strategy(
 ) -> TrainingReport:
     """Walk-forward evaluate, OOS-backtest, fit the final model on every event, log and register it.
 
+    With settings.ml.tuning_trials > 0 the hyperparameters are searched (models.tuning.WalkForwardTuner)
+    inside each walk-forward fold's training events, and once more on all events for the final model;
+    the run logs the chosen params, the inner-fold score and every configuration tried (the DSR's n).
+
     `outcomes` (models.outcomes.read_outcomes of a store): the stored paper/live closed trades; those of
     this strategy that are not historical events are appended to the training events (walk-forward and
     final fit), and the counts and the ML accuracy of the model-scored ones are logged with the run."""
@@ -75,9 +79,17 @@ def train_strategy(
     if data.height < 2 * (settings.ml.walk_forward_folds + 1) or data["success"].n_unique() < 2:
         why = f"too few labelled events ({data.height}) or one outcome only"
         return TrainingReport(ev.strategy, data.height, None, skipped=why, learning=learning)
-    wf = walk_forward(data, ev.strategy, ev.feature_names, settings)
+    tuner = None
+    if settings.ml.tuning_trials:  # nested: each outer fold tunes on its own training events only
+        from models.tuning import WalkForwardTuner  # optuna is imported only when tuning is on
+
+        tuner = WalkForwardTuner(ev.strategy, ev.feature_names, settings)
+    wf = walk_forward(data, ev.strategy, ev.feature_names, settings, tune=tuner)
     bt = oos_backtest(bars, settings, ev.strategy, wf.predictions) if backtest else {}
-    model = fit_strategy_model(data, ev.strategy, ev.feature_names, settings)
+    final_settings = tuner(data)[0] if tuner is not None else settings  # the final model tunes on all events
+    model = fit_strategy_model(data, ev.strategy, ev.feature_names, final_settings)
+    if tuner is not None:
+        model.tuning = tuner.summary()
     report = TrainingReport(ev.strategy, data.height, wf, bt, model, learning=learning)
     if log:
         rec = log_training_run(model, wf, bt, settings, data, data.height, learning=learning or None)

@@ -54,7 +54,9 @@ def _params(model: StrategyModel, wf: WalkForwardResult, settings: Settings) -> 
         "walk_forward_folds": settings.ml.walk_forward_folds,
         "embargo_h": settings.ml.embargo.total_seconds() / 3600,
         "threshold": wf.threshold,
-        **{f"xgb_{k}": v for k, v in booster_params(settings).items()},
+        **{f"xgb_{k}": v for k, v in (model.params or booster_params(settings)).items()},  # as fitted (tuned)
+        "tuning_trials": settings.ml.tuning_trials,
+        **({f"tuned_{k}": v for k, v in model.tuning.params.items()} if model.tuning else {}),
     }
 
 
@@ -73,10 +75,14 @@ def _uncertainty(wf: WalkForwardResult, backtest: dict[str, Any], n_trials: int)
 
 
 def _metrics(
-    wf: WalkForwardResult, backtest: dict[str, Any], learning: dict[str, Any] | None, n_trials: int = 1
+    wf: WalkForwardResult,
+    backtest: dict[str, Any],
+    learning: dict[str, Any] | None,
+    n_trials: int = 1,
+    tuning: dict[str, float] | None = None,
 ) -> list[Metric]:
     now = int(time.time() * 1000)
-    flat = _finite(wf.pooled, "oos_") | _finite(backtest.get("ml", {}), "bt_ml_")
+    flat = _finite(wf.pooled, "oos_") | _finite(backtest.get("ml", {}), "bt_ml_") | _finite(tuning or {}, "")
     flat |= _uncertainty(wf, backtest, n_trials)
     flat |= _finite(backtest.get("rule", {}), "bt_rule_") | _finite(backtest.get("bh", {}), "bt_bh_")
     if learning is not None:
@@ -133,7 +139,7 @@ def log_training_run(
     example: pl.DataFrame,
     n_events: int,
     learning: dict[str, Any] | None = None,
-    n_trials: int = 1,
+    n_trials: int | None = None,
 ) -> RunRecord:
     """Log params, metrics, plots, equity curves and the model; register it and alias it `challenger`.
 
@@ -142,8 +148,11 @@ def log_training_run(
     buy-and-hold BTC). `learning` (models.pipeline.learning_summary): stored outcomes used (params and
     metrics outcome_trades / outcome_rows_used / outcome_duplicates) and the ML accuracy (metrics acc_*,
     artifact evaluation/ml_accuracy.json). `n_trials`: configurations tried to arrive at this model (e.g.
-    models.tuning.TuningResult.n_trials), the Deflated Sharpe Ratio's input (metric unc_deflated_sharpe).
+    models.tuning.TuningResult.n_trials), the Deflated Sharpe Ratio's input (metric unc_deflated_sharpe);
+    default: the model's own tuning count (models.train.TuningSummary, metrics tuning_*), else 1.
     """
+    if n_trials is None:
+        n_trials = model.tuning.n_trials if model.tuning else 1
     target = MlflowTarget.from_settings(settings)
     c = target.client()
     name = model_name(model.strategy, settings)
@@ -163,7 +172,8 @@ def log_training_run(
         if learning is not None:
             params |= _learning_counts(learning)
         c.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        _log_metrics(c, run_id, _metrics(wf, backtest, learning, n_trials))
+        tuning = model.tuning.metrics if model.tuning else None
+        _log_metrics(c, run_id, _metrics(wf, backtest, learning, n_trials, tuning))
         with tempfile.TemporaryDirectory() as tmp:
             for path, folder in _artifacts(model, wf, backtest, learning, Path(tmp)):
                 c.log_artifact(run_id, str(path), folder)

@@ -10,6 +10,10 @@ the decision log says "rule-only defaults (no champion model)".
 Model inputs are the signal's own features plus the coin/market context (models.features). The context
 is taken from `signal.features` when the caller already put it there, else from the last bars seen by
 `observe_bars` (call it with the scan's candle window), else it is missing (xgboost's missing value).
+A champion trained with the opt-in edge features (models.edge_features; issue 12) gets them whatever
+this process's settings say, since the model's own feature names decide: the edge context is computed by
+`observe_bars` from the same bars and code as in training, and the own-outcome features by `OwnOutcomes`
+from the strategy's detection events on those bars, simulated as in training and settled before the signal.
 """
 
 from __future__ import annotations
@@ -27,11 +31,54 @@ import polars as pl
 from core.domain import Scores, Signal
 from core.scoring import RuleOnlyScorer
 from core.settings import Settings
+from core.strategies.registry import detect_all
+from models.edge_features import EDGE_CONTEXT_FEATURES, OUTCOME_FEATURES, edge_context_features, outcome_features
 from models.features import COIN_FEATURES, MARKET_FEATURES, coin_features, market_features
+from models.labels import label_events
 from models.packaging import load_version
 from models.tracking import CHAMPION, MlflowTarget, alias_version, model_name
 
 _log = logging.getLogger(__name__)
+
+
+class OwnOutcomes:
+    """models.edge_features.outcome_features for signals, from one candle frame: the strategy's detection
+    events on `bars` simulated by the label simulator (models.labels), the path models.dataset.build_events
+    trains on. An outcome counts only once settled strictly before the signal's bar, so bars after a
+    signal never change its values. Detection and labelling run once, on first use."""
+
+    def __init__(self, bars: pl.DataFrame, settings: Settings) -> None:
+        self._bars, self._settings = bars, settings
+        self._detected: pl.DataFrame | None = None
+        self._labelled: dict[str, pl.DataFrame] = {}
+
+    def _outcomes(self, strategy: str) -> pl.DataFrame:
+        if strategy not in self._labelled:
+            if self._detected is None:
+                self._detected = detect_all(self._bars, self._settings)
+            rows = self._detected.filter(pl.col("strategy") == strategy)
+            self._labelled[strategy] = label_events(rows, self._bars, self._settings) if rows.height else rows
+        return self._labelled[strategy]
+
+    def features(self, signals: list[Signal]) -> list[dict[str, float]]:
+        """OUTCOME_FEATURES per signal (same order); NaN where fewer than MIN_SETTLED trades had settled."""
+        nan = dict.fromkeys(OUTCOME_FEATURES, math.nan)
+        out = [dict(nan) for _ in signals]
+        if self._bars.is_empty():
+            return out
+        for strategy in {s.strategy.value for s in signals}:
+            idx = [i for i, s in enumerate(signals) if s.strategy.value == strategy]
+            outcomes = self._outcomes(strategy)
+            if outcomes.is_empty():
+                continue
+            frame = pl.DataFrame(
+                {"symbol": [signals[i].symbol for i in idx], "ts": [signals[i].ts for i in idx],
+                 "strategy": [strategy] * len(idx)},
+                schema_overrides={"ts": self._bars.schema["ts"]},
+            )
+            for i, row in zip(idx, outcome_features(frame, outcomes).iter_rows(named=True), strict=True):
+                out[i] = {f: math.nan if row[f] is None else float(row[f]) for f in OUTCOME_FEATURES}
+        return out
 
 
 @dataclass
@@ -51,6 +98,7 @@ class MLScorer:
         self._checked_at: dict[str, float] = {}
         self._coin_ctx: dict[str, dict[str, float]] = {}
         self._mkt_ctx: dict[str, float] = {}
+        self._own: OwnOutcomes | None = None
 
     # -- context -------------------------------------------------------------------------------------
     def observe_bars(self, bars: pl.DataFrame) -> None:
@@ -61,8 +109,12 @@ class MLScorer:
         if bars.is_empty():
             return
         tf = bars["timeframe"][0]
-        coins = coin_features(bars, tf).sort("ts").group_by("symbol").last()
-        self._coin_ctx = {r["symbol"]: {f: r[f] for f in COIN_FEATURES} for r in coins.iter_rows(named=True)}
+        # The edge context always: a champion trained with ml.edge_features needs it whatever our settings say.
+        coins = coin_features(bars, tf).join(edge_context_features(bars, tf), on=["symbol", "ts"], how="left")
+        coins = coins.sort("ts").group_by("symbol").last()
+        names = (*COIN_FEATURES, *EDGE_CONTEXT_FEATURES)
+        self._coin_ctx = {r["symbol"]: {f: r[f] for f in names} for r in coins.iter_rows(named=True)}
+        self._own = OwnOutcomes(bars, self._settings)  # computed only if a model needs OUTCOME_FEATURES
         mkt = market_features(bars, self._settings).sort("ts").tail(1)
         self._mkt_ctx = {f: mkt[f][0] for f in MARKET_FEATURES} if mkt.height else {}
 
@@ -88,16 +140,21 @@ class MLScorer:
             self._loaded[strategy] = _Loaded(version, load_version(self._client, name, version))
         return self._loaded[strategy]
 
+    def input_names(self, strategy: str) -> list[str]:
+        """The strategy's champion's inputs ([] without one)."""
+        loaded = self._model(strategy)
+        return [] if loaded is None else list(loaded.model.feature_names)
+
     def model_version(self, strategy: str) -> str | None:
         loaded = self._model(strategy)
         return None if loaded is None else f"{model_name(strategy, self._settings)}/{loaded.version}"
 
     # -- scoring -------------------------------------------------------------------------------------
-    def _row(self, s: Signal, names: list[str]) -> list[float]:
+    def _row(self, s: Signal, names: list[str], own: dict[str, float]) -> list[float]:
         coin = self._coin_ctx.get(s.symbol, {})
         out = []
         for f in names:
-            v = s.features.get(f, coin.get(f, self._mkt_ctx.get(f)))
+            v = s.features.get(f, coin.get(f, self._mkt_ctx.get(f, own.get(f))))
             out.append(math.nan if v is None else float(v))
         return out
 
@@ -113,12 +170,21 @@ class MLScorer:
                 scores = self._rule.score(batch)
             else:
                 model = loaded.model
-                x = np.array([self._row(s, model.feature_names) for s in batch], dtype=np.float64)
+                own = self._own_outcomes(batch, model.feature_names)
+                x = np.array([self._row(s, model.feature_names, o) for s, o in zip(batch, own, strict=True)],
+                             dtype=np.float64)  # fmt: skip
                 version = f"{model_name(strategy, self._settings)}/{loaded.version}"
                 scores = self._to_scores(batch, model.predict_matrix(x), version)
             for i, sc in zip(idx, scores, strict=True):
                 result[i] = sc
         return [r for r in result if r is not None]
+
+    def _own_outcomes(self, batch: list[Signal], names: list[str]) -> list[dict[str, float]]:
+        """OUTCOME_FEATURES from the observed bars when the model takes them and the signals lack them."""
+        wanted = [f for f in OUTCOME_FEATURES if f in names]
+        if not wanted or self._own is None or all(f in s.features for s in batch for f in wanted):
+            return [{} for _ in batch]
+        return self._own.features(batch)
 
     @staticmethod
     def _to_scores(batch: list[Signal], preds: dict[str, np.ndarray], version: str) -> list[Scores]:

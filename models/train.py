@@ -53,6 +53,15 @@ def booster_params(settings: Settings) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class TuningSummary:
+    """How a model's hyperparameters were chosen (models.tuning.WalkForwardTuner); logged with its run."""
+
+    n_trials: int  # configurations tried: every outer fold's search plus the final model's (the DSR's input)
+    params: dict[str, float]  # the final model's tuned hyperparameters ({} when its search could not run)
+    metrics: dict[str, float]  # tuning_* metrics of the MLflow run
+
+
 @dataclass
 class StrategyModel:
     """The fitted models of one strategy; `predict` returns every output, clipped to its range."""
@@ -63,6 +72,8 @@ class StrategyModel:
     regressors: dict[str, XGBRegressor] = field(default_factory=dict)
     base_rate: float = 0.5
     trained_until: datetime | None = None  # last label_end of the training events: later bars are unseen
+    params: dict[str, object] = field(default_factory=dict)  # booster_params it was fitted with
+    tuning: TuningSummary | None = None  # set by models.pipeline when settings.ml.tuning_trials > 0
 
     def matrix(self, frame: pl.DataFrame) -> np.ndarray:
         return frame.select(pl.col(c).cast(pl.Float64) for c in self.feature_names).to_numpy()
@@ -82,9 +93,16 @@ class StrategyModel:
 
 
 def fit_strategy_model(
-    frame: pl.DataFrame, strategy: str, feature_names: list[str], settings: Settings
+    frame: pl.DataFrame,
+    strategy: str,
+    feature_names: list[str],
+    settings: Settings,
+    outputs: tuple[str, ...] | None = None,
 ) -> StrategyModel:
-    """Fit on labelled events (sorted by ts inside); needs both outcomes present."""
+    """Fit on labelled events (sorted by ts inside); needs both outcomes present.
+
+    `outputs`: the regression outputs to fit (default: the strategy's, STRATEGY_OUTPUTS); () fits the
+    classifier only (models.tuning scores trials on the classifier's Brier alone)."""
     frame = frame.sort("ts")
     y = frame["success"].cast(pl.Int8).to_numpy()
     if np.unique(y).size < 2:
@@ -100,14 +118,15 @@ def fit_strategy_model(
     )
     clf.fit(x, y)
     regressors: dict[str, XGBRegressor] = {}
-    for name in STRATEGY_OUTPUTS[strategy]:
+    for name in STRATEGY_OUTPUTS[strategy] if outputs is None else outputs:
         column, (lo, hi) = TARGETS[name]
         target = frame[column].cast(pl.Float64).clip(lo, hi).to_numpy()
         reg = XGBRegressor(**params, objective="reg:squarederror")
         reg.fit(x, target)
         regressors[name] = reg
     until = frame["label_end"].max() if "label_end" in frame.columns else None
-    return StrategyModel(strategy, list(feature_names), clf, regressors, base_rate=float(y.mean()), trained_until=until)  # type: ignore[arg-type]
+    return StrategyModel(strategy, list(feature_names), clf, regressors, base_rate=float(y.mean()),
+                         trained_until=until, params=params)  # type: ignore[arg-type]  # fmt: skip
 
 
 def _calibration_cv(y: np.ndarray) -> TimeSeriesSplit | int:

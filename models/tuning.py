@@ -28,7 +28,7 @@ import optuna
 import polars as pl
 
 from core.settings import Settings
-from models.train import fit_strategy_model
+from models.train import TuningSummary, fit_strategy_model
 from models.uncertainty import auc, brier
 from models.walkforward import walk_forward_folds
 
@@ -84,7 +84,7 @@ def brier_objective(strategy: str, feature_names: list[str]) -> Objective:
     """Fit the strategy's models on train, return the Brier score of its calibrated p on test."""
 
     def loss(train: pl.DataFrame, test: pl.DataFrame, settings: Settings) -> float:
-        model = fit_strategy_model(train, strategy, feature_names, settings)
+        model = fit_strategy_model(train, strategy, feature_names, settings, outputs=())  # the classifier only
         p = model.predict(model.matrix(test))["confidence"]
         return brier(test["success"].to_numpy(), p)
 
@@ -184,3 +184,70 @@ def untuned_outer_scores(events: pl.DataFrame, strategy: str, feature_names: lis
     if not aucs:
         return {"auc_mean": math.nan, "brier_mean": math.nan}
     return {"auc_mean": float(np.nanmean(aucs)), "brier_mean": float(np.mean(briers))}
+
+
+@dataclass(frozen=True)
+class SpanSearch:
+    """One search over one training span (an outer fold's, or all events for the final model)."""
+
+    n_train: int
+    params: dict[str, float]  # {} when the span was too small for the inner folds: the settings' own
+    inner_loss: float  # best mean inner-fold Brier (nan when no search ran)
+    trials: int
+
+
+class WalkForwardTuner:
+    """The training pipeline's tuner (settings.ml.tuning_trials trials over settings.ml.tuning_inner_folds).
+
+    Called with a training span, it searches that span's inner walk-forward folds ONLY and returns the
+    settings to fit with plus fold metrics: models.evaluate.walk_forward calls it with each outer fold's
+    (purged, embargoed) training events, models.pipeline once more with all events for the final model.
+    Every search is kept, so `summary()` counts every configuration tried."""
+
+    def __init__(
+        self,
+        strategy: str,
+        feature_names: list[str],
+        settings: Settings,
+        space: Space | None = None,
+        objective: Objective | None = None,
+    ) -> None:
+        if settings.ml.tuning_trials < 1:
+            raise ValueError("WalkForwardTuner needs settings.ml.tuning_trials >= 1 (0 means tuning is off)")
+        self.settings = settings
+        self.space = space
+        self.objective = objective or brier_objective(strategy, feature_names)
+        self.searches: list[SpanSearch] = []
+
+    def __call__(self, train: pl.DataFrame) -> tuple[Settings, dict[str, float]]:
+        ml = self.settings.ml
+        try:
+            params, loss = search(train.sort("ts"), self.objective, self.settings, ml.tuning_trials,
+                                  ml.tuning_inner_folds, self.space)  # fmt: skip
+        except ValueError:  # too few events (or one outcome) for the inner folds: keep the settings' own
+            self.searches.append(SpanSearch(train.height, {}, math.nan, 0))
+            return self.settings, {"tuning_trials": 0.0}
+        self.searches.append(SpanSearch(train.height, params, loss, ml.tuning_trials))
+        fold = {"tuning_trials": float(ml.tuning_trials), "tuning_inner_brier": loss}
+        return with_params(self.settings, params), fold | {f"tuned_{k}": float(v) for k, v in params.items()}
+
+    @property
+    def n_trials(self) -> int:
+        return sum(s.trials for s in self.searches)
+
+    def summary(self) -> TuningSummary:
+        """After the final search (the last call): the configurations tried, its params and inner score."""
+        if not self.searches:
+            raise ValueError("no search has run")
+        final, outer = self.searches[-1], self.searches[:-1]
+        metrics = {
+            "tuning_n_trials": float(self.n_trials),
+            "tuning_trials_per_search": float(self.settings.ml.tuning_trials),
+            "tuning_inner_folds": float(self.settings.ml.tuning_inner_folds),
+            "tuning_searches": float(sum(1 for s in self.searches if s.trials)),
+            "tuning_inner_brier": final.inner_loss,  # the final model's search (all events)
+        }
+        fold_losses = [s.inner_loss for s in outer if s.trials]
+        if fold_losses:
+            metrics["tuning_fold_inner_brier_mean"] = float(np.mean(fold_losses))
+        return TuningSummary(self.n_trials, dict(final.params), {k: v for k, v in metrics.items() if math.isfinite(v)})

@@ -159,3 +159,45 @@ def test_load_history_when_train_all_symbols_then_every_coin_of_the_file(data_di
     # explicit symbols still win over the setting
     only = load_history(load_settings(**base, ml={"train_all_symbols": True}), ["ETH"], start=window[0], end=window[1])
     assert only["symbol"].unique().to_list() == ["ETH"]
+
+
+def test_scorers_when_champion_trained_with_edge_features_then_scan_scores_equal_training_rows(
+    bars: pl.DataFrame, tmp_path
+) -> None:
+    """A champion trained with edge + own-outcome features scores a live scan (MLScorer.observe_bars on the
+    bars up to t) and a backtest (HistoricalContextScorer) with exactly the inputs training computed for
+    those events, although the scoring process's settings have the features off (the model decides)."""
+    import numpy as np
+
+    from core.strategies.registry import signals_from_frame
+    from models.context_scorer import HistoricalContextScorer
+    from models.pipeline import train_strategy
+    from models.scorer import MLScorer
+    from models.tracking import CHAMPION, client, model_name
+
+    store = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "n_estimators": 30, "walk_forward_folds": 3}
+    train_settings = load_settings(data={"var_dir": str(tmp_path)}, ml={**store, "edge_features": True, "outcome_features": True})
+    scan_settings = load_settings(data={"var_dir": str(tmp_path)}, ml=store)  # edge features off here
+    ev = build_events(bars, train_settings, ("swing",))["swing"]
+    report = train_strategy(ev, bars, train_settings, log=True, backtest=False)
+    assert report.model is not None and report.version
+    client(train_settings).set_registered_model_alias(model_name("swing", train_settings), CHAMPION, report.version)
+    edge = [*EDGE_CONTEXT_FEATURES, *OUTCOME_FEATURES]
+    rows = detect_all(bars, scan_settings).filter(pl.col("strategy") == "swing")
+    live, backtest = MLScorer(scan_settings, alias_check_seconds=3600), None
+    for t in rows["ts"].unique().sort()[-3:]:
+        signals = signals_from_frame(rows.filter(pl.col("ts") == t))
+        ids = [s.signal_id for s in signals]
+        frame = ev.events.join(pl.DataFrame({"signal_id": ids, "_o": range(len(ids))}), on="signal_id").sort("_o")
+        assert frame.height == len(ids) and frame.select(edge).null_count().sum_horizontal()[0] < frame.height * len(edge)
+        expected = report.model.predict(report.model.matrix(frame))["confidence"]
+        # the scan: the bars up to t only
+        live.observe_bars(bars.filter(pl.col("ts") <= t))
+        got = [s.confidence for s in live.score(signals)]
+        assert got == pytest.approx(expected.tolist(), abs=1e-6)
+        # the backtest: each signal's context at its own bar, from the whole window
+        backtest = backtest or HistoricalContextScorer(MLScorer(scan_settings), bars, scan_settings)
+        assert [s.confidence for s in backtest.score(signals)] == pytest.approx(expected.tolist(), abs=1e-6)
+        # and the edge inputs matter: without them the model says something else
+        blind = report.model.matrix(frame.with_columns(pl.lit(None, pl.Float64).alias(f) for f in edge))
+        assert not np.allclose(report.model.predict(blind)["confidence"], expected, atol=1e-6)

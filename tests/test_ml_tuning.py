@@ -9,8 +9,12 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from core.errors import ConfigError
 from core.settings import load_settings
+from models import tuning
 from models.dataset import build_events
+from models.pipeline import train_strategy
+from models.tracking import client
 from models.tuning import Space, brier_objective, nested_tune, search, with_params
 from models.walkforward import walk_forward_folds
 
@@ -99,3 +103,107 @@ def test_with_params_when_out_of_range_then_refused_like_any_setting(settings) -
     assert settings.ml.max_depth == 4  # the original is untouched
     with pytest.raises(ValidationError, match="max_depth"):
         with_params(settings, {"max_depth": 100})
+
+
+# -- the training pipeline with settings.ml.tuning_trials (models.pipeline.train_strategy) -------------
+
+
+def _pipeline_settings(tmp: str, trials: int):
+    return load_settings(
+        data={"var_dir": tmp},
+        strategy={"swing": {"min_confidence": 0.2}},  # the ML book trades, so its Sharpe (and DSR) exist
+        ml={"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "n_estimators": 10, "walk_forward_folds": N_OUTER,
+            "tuning_trials": trials, "tuning_inner_folds": N_INNER},
+    )  # fmt: skip
+
+
+def test_train_strategy_when_tuning_on_then_folds_tune_on_their_past_and_n_trials_logged_to_mlflow(
+    real_candles, tmp_path, monkeypatch
+) -> None:
+    settings = _pipeline_settings(str(tmp_path), N_TRIALS)
+    bars = real_candles("1h", SYMBOLS, START, END)
+    ev = build_events(bars, settings, ("swing",))["swing"]
+    seen: list[tuple[object, object]] = []  # (max ts, max label_end) of every frame a trial was scored on
+    real = tuning.brier_objective
+
+    def spying(strategy: str, names: list[str]):
+        inner = real(strategy, names)
+
+        def loss(train: pl.DataFrame, test: pl.DataFrame, s) -> float:
+            both = pl.concat([train, test])
+            seen.append((both["ts"].max(), both["label_end"].max()))
+            return inner(train, test, s)
+
+        return loss
+
+    monkeypatch.setattr(tuning, "brier_objective", spying)
+    monkeypatch.setattr(tuning, "DEFAULT_SPACE", SMALL)  # small boosters: the wiring is under test, not xgboost
+    report = train_strategy(ev, bars, settings, log=True, backtest=True)  # the backtest's returns feed the DSR
+    assert report.model is not None and report.model.tuning is not None and report.run_id
+
+    # 1. each outer fold's search saw only events decided before its test window; then the final search
+    #    ran on all events (its last inner test fold ends with the last event)
+    events = ev.trainable.sort("ts")
+    outer = walk_forward_folds(events, N_OUTER, settings.ml.embargo)
+    assert len(outer) >= 1 and len(report.walk_forward.folds) == len(outer)
+    pos = 0
+    for fold in outer:
+        inner = walk_forward_folds(events[fold.train_idx], N_INNER, settings.ml.embargo, min_train=30)
+        chunk = seen[pos : pos + N_TRIALS * len(inner)]
+        pos += len(chunk)
+        assert chunk, "the fold's search ran"
+        assert max(c[1] for c in chunk) < fold.test_start
+        assert max(c[0] for c in chunk) < fold.test_start
+    final = seen[pos:]
+    assert final and max(c[0] for c in final) == events["ts"].max()
+
+    # 2. the real MLflow store has the count (every search's trials), the inner-CV score and the params,
+    #    and the DSR was computed with that count
+    store = client(settings)  # both URIs explicit: another test may have set the process-wide registry
+    run = store.get_run(report.run_id)
+    m, p = run.data.metrics, run.data.params
+    searches = len(outer) + 1
+    assert m["tuning_n_trials"] == N_TRIALS * searches == report.model.tuning.n_trials
+    assert m["unc_n_trials"] == m["tuning_n_trials"] and 0.0 <= m["unc_deflated_sharpe"] <= 1.0
+    assert 0.0 < m["tuning_inner_brier"] < 1.0 and m["tuning_searches"] == searches
+    assert p["tuning_trials"] == str(N_TRIALS)
+    tuned = report.model.tuning.params
+    assert set(tuned) == {"n_estimators", "max_depth", "learning_rate"} and 5 <= tuned["n_estimators"] <= 20
+    for k, v in tuned.items():  # the registered model was fitted with the chosen params
+        assert p[f"tuned_{k}"] == str(v) == p[f"xgb_{k}"]
+    # per fold (MLflow step = fold index): that fold's own choice and inner score
+    history = store.get_metric_history(report.run_id, "fold_tuned_max_depth")
+    assert sorted(h.step for h in history) == [f.index for f in outer]
+
+
+def test_train_strategy_when_tuning_off_then_previous_behaviour_and_no_search(real_candles, tmp_path, monkeypatch) -> None:
+    from models.evaluate import walk_forward
+    from models.train import booster_params, fit_strategy_model
+
+    settings = _pipeline_settings(str(tmp_path), 0)
+    assert load_settings().ml.tuning_trials == 0  # off by default (docs/ml.md "Tuning")
+    bars = real_candles("1h", SYMBOLS, START, END)
+    ev = build_events(bars, settings, ("swing",))["swing"]
+
+    def no_search(*_a, **_k):
+        raise AssertionError("tuning is off: no search may run")
+
+    monkeypatch.setattr(tuning, "search", no_search)
+    report = train_strategy(ev, bars, settings, log=False, backtest=False)
+    before = walk_forward(ev.trainable, "swing", ev.feature_names, settings)  # the untuned path, as before
+    assert report.walk_forward.predictions.equals(before.predictions)
+    assert report.walk_forward.folds == before.folds and not any("tuned_n_estimators" in f for f in before.folds)
+    model = report.model
+    assert model is not None and model.tuning is None and model.params == booster_params(settings)
+    plain = fit_strategy_model(ev.trainable, "swing", ev.feature_names, settings)
+    x = plain.matrix(ev.trainable)
+    assert np.array_equal(model.predict(x)["confidence"], plain.predict(x)["confidence"])
+
+
+def test_tuning_settings_when_invalid_then_refused() -> None:
+    with pytest.raises(ConfigError, match="ml.tuning_trials"):
+        load_settings(ml={"tuning_trials": -1})
+    with pytest.raises(ConfigError, match="ml.tuning_inner_folds"):
+        load_settings(ml={"tuning_inner_folds": 1})
+    with pytest.raises(ValueError, match="tuning_trials >= 1"):
+        tuning.WalkForwardTuner("swing", [], load_settings())
