@@ -455,7 +455,7 @@ class Settings(BaseSettings):
 
 # MLCRYPTO_* variables read elsewhere (not settings fields).
 OTHER_ENV = frozenset({"MLCRYPTO_SETTINGS_FILE", "MLCRYPTO_REQUIRE_POSTGRES", "MLCRYPTO_TEST_PG_DSN",
-                       "MLCRYPTO_BENCH_MAIN_JOB"})
+                       "MLCRYPTO_BENCH_MAIN_JOB", "MLCRYPTO_BENCH_REHEARSAL_MINUTES"})
 
 
 def _env_names(model: type[BaseModel], prefix: str) -> tuple[set[str], set[str]]:
