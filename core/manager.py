@@ -164,5 +164,5 @@ class StrategyManager:
             expected_value=c.ev,
             notional=notional,
             scores=c.scores,
-            features=dict(c.signal.features),
+            features=c.signal.features,  # validation copies it into the decision's own dict
         )
