@@ -17,8 +17,8 @@ from core.settings import Settings
 from core.strategies.base import (
     PLAN_COLUMNS,
     OnDetectionFrame,
-    bars_timeframe,
     Strategy,
+    bars_timeframe,
     checked_detect,
     shared_detection_frame,
     validate_bars,
@@ -119,7 +119,9 @@ def signals_from_frame(signal_rows: pl.DataFrame) -> list[Signal]:
     feat_cols = {f: feats.get_column(f).to_list() for f in feats.columns}
     nan_col = [math.nan] * signal_rows.height
     # Each strategy's feature values as one tuple per row (zip runs in C); a row reads its strategy's.
-    feat_rows = {name: list(zip(*(feat_cols.get(f, nan_col) for f in names))) for name, names in FEATURE_NAMES.items()}
+    feat_rows = {
+        name: list(zip(*(feat_cols.get(f, nan_col) for f in names), strict=True)) for name, names in FEATURE_NAMES.items()
+    }
     # The few distinct enum members and hold/expiry durations, looked up instead of rebuilt per row.
     hours: dict[float, timedelta] = {}
     out: list[Signal] = []
