@@ -70,7 +70,8 @@ def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
     fields = [
         (pl.col(f) if f in own else pl.lit(None)).cast(pl.Float64).alias(f) for f in ALL_FEATURES
     ]
-    return detected.filter(pl.col("signal")).select(
+    # Lazy: the filter then gathers only the columns selected, not every feature and helper of `detected`.
+    return detected.lazy().filter(pl.col("signal")).select(
         "symbol",
         "timeframe",
         "ts",
@@ -78,7 +79,7 @@ def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
         pl.col("close").alias("price"),
         *PLAN_COLUMNS[1:],
         pl.struct(fields).alias("features"),
-    )
+    ).collect()
 
 
 def detect_all(bars: pl.DataFrame, settings: Settings, *, validated: bool = False) -> pl.DataFrame:
