@@ -40,7 +40,7 @@ from core.regime import regime_frame
 from core.scoring import BatchScored, RuleOnlyScorer, Scorer
 from core.settings import Settings
 from core.strategies.base import validate_bars
-from core.strategies.registry import detect_all, signals_from_frame
+from core.strategies.registry import window_signals
 from core.trading.scan import plan_scan
 from core.trading.valuation import marked, risk_view
 
@@ -215,18 +215,18 @@ def run_backtest(
         raise DataQualityError(f"backtest window is empty: start {start} >= end {end}")
     timings: dict[str, float] = {}
 
-    # 1. detection over the whole history (warm-up included), then the window's signals only.
-    frame = detect_all(bars, settings, validated=True).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    # 1. detection over the whole history (warm-up included), then the window's signals only (each
+    # strategy's built while the next one's detection runs).
+    signals = window_signals(bars, settings, start, end, validated=True)
     timings["detect_s"] = time.perf_counter() - t0
     # The regime and the per-symbol series are polars/numpy work that releases the GIL: a second thread
-    # computes them (in this order) while the signals are built and scored in Python. Same results, only
+    # computes them (in this order) while the signals are scored in Python. Same results, only
     # overlapped; regime_s is then the wait for them.
     pool = ThreadPoolExecutor(max_workers=1)
     market = market_bars if market_bars is not None else bars
     regime_job = pool.submit(_regime_lookup, market, settings, start, end) if use_regime else None
     series_job = pool.submit(_series_and_timeline, bars, exit_bars, start, end)
     pool.shutdown(wait=False)  # the worker ends after these two jobs
-    signals = signals_from_frame(frame)
     batch = BatchScored(signals, (scorer or RuleOnlyScorer(settings)).score(signals))
     timings["score_s"] = time.perf_counter() - t0 - timings["detect_s"]
     by_bar: dict[int, list[int]] = {}

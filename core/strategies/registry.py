@@ -1,13 +1,16 @@
 """Build the three detectors from settings; run them all; turn signal rows into domain Signals.
 
-`detect_all` is what backtests and label generation use (whole history); `scan_latest` is what a live
-scan uses (a window, keeping only each symbol's last bar).
+`detect_all` is what backtests and label generation use (whole history; `window_signals` is the same
+as Signals of a window, for the backtest engine); `scan_latest` is what a live scan uses (a window,
+keeping only each symbol's last bar).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from functools import partial
 
 import polars as pl
@@ -82,13 +85,13 @@ def _signal_rows(strategy: Strategy, detected: pl.DataFrame) -> pl.DataFrame:
     ).collect()
 
 
-def detect_all(bars: pl.DataFrame, settings: Settings, *, validated: bool = False) -> pl.DataFrame:
-    """Signal rows of every strategy, sorted by (ts, symbol, strategy). `validated`: the caller already ran
-    validate_bars on these bars (the backtest engine does, first thing), so only the timeframe is read."""
+def _detectors(bars: pl.DataFrame, settings: Settings, validated: bool) -> list[Callable[[], pl.DataFrame]]:
+    """One call per strategy returning its signal rows, to be called in order (the first one sharing a
+    detection frame builds it)."""
     tf = bars_timeframe(bars) if validated else validate_bars(bars)
     shared: dict[tuple[timedelta, int, int], pl.LazyFrame] = {}  # the common features, once per parameters
-    frames = []
-    for st in build_strategies(settings).values():
+
+    def rows(st: Strategy) -> pl.DataFrame:
         if isinstance(st, OnDetectionFrame):
             key = st.frame_key
             if key not in shared:
@@ -96,8 +99,40 @@ def detect_all(bars: pl.DataFrame, settings: Settings, *, validated: bool = Fals
             out = checked_detect(st, bars, partial(st.detect_on, tf, shared[key]), validated=True)
         else:
             out = checked_detect(st, bars, validated=True)
-        frames.append(_signal_rows(st, out))
-    return pl.concat(frames).sort("ts", "symbol", "strategy")
+        return _signal_rows(st, out)
+
+    return [partial(rows, st) for st in build_strategies(settings).values()]
+
+
+def detect_all(bars: pl.DataFrame, settings: Settings, *, validated: bool = False) -> pl.DataFrame:
+    """Signal rows of every strategy, sorted by (ts, symbol, strategy). `validated`: the caller already ran
+    validate_bars on these bars (the backtest engine does, first thing), so only the timeframe is read."""
+    return pl.concat([run() for run in _detectors(bars, settings, validated)]).sort("ts", "symbol", "strategy")
+
+
+def window_signals(
+    bars: pl.DataFrame, settings: Settings, start: datetime, end: datetime, *, validated: bool = False
+) -> list[Signal]:
+    """signals_from_frame(detect_all(bars, settings) rows with start <= ts < end), in that order. Each
+    strategy's rows become Signals (Python) while a worker thread runs the next strategy's detection
+    (polars, which releases the GIL): on 2 cores most of the Python overlaps the detection."""
+    parts: list[tuple[pl.DataFrame, list[Signal]]] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:  # one worker: the strategies run in order, as in detect_all
+        jobs = [pool.submit(run) for run in _detectors(bars, settings, validated)]
+        try:
+            for job in jobs:
+                rows = job.result().filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+                parts.append((rows, signals_from_frame(rows)))
+        except BaseException:
+            for job in jobs:
+                job.cancel()  # a failed strategy stops the ones not started yet, as in detect_all
+            raise
+    if not parts:
+        return []
+    # detect_all's order: (ts, symbol, strategy) is unique (one row per strategy, symbol and bar).
+    order = pl.concat([rows for rows, _ in parts]).with_row_index("_i").sort("ts", "symbol", "strategy")
+    flat = [s for _, signals in parts for s in signals]
+    return [flat[i] for i in order.get_column("_i").to_list()]
 
 
 def _opt(v: float | None) -> float | None:
