@@ -263,6 +263,7 @@ def run_backtest(
         if not open_pos and t not in signal_bars:
             continue
         close_us = t + dur_us
+        t_dt = _dt(t)  # the open time of every bar stepped below (one datetime per step, not per position)
         # 2. step open positions on the bar that opened at t (or its finer bars).
         still: list[ManagedPosition] = []
         ending: list[ManagedPosition] = []  # their symbol's data ends with this bar
@@ -273,7 +274,7 @@ def run_backtest(
             while i < len(ser.ts) and ser.ts[i] < t:
                 i += 1  # bars before t were already visited (or precede the position)
             if i < len(ser.ts) and ser.ts[i] == t:
-                _apply(ex, pos, ser, i, fine.get(pos.symbol), fine_per_bar, fine_dur)
+                _apply(ex, pos, ser, i, t_dt, fine.get(pos.symbol), fine_per_bar, fine_dur)
                 marks[pos.symbol] = ser.close[i]
                 i += 1
                 if i < len(ser.ts) and ser.ts[i] - ser.ts[i - 1] > hole_us and pos.status != "closed":
@@ -361,11 +362,13 @@ def _apply(
     pos: ManagedPosition,
     ser: _Series,
     i: int,
+    ts: datetime,
     fine: _Series | None,
     fine_per_bar: int,
     fine_dur: timedelta | None,
 ) -> None:
-    """Apply bar i, or its finer bars when they cover it completely (exits resolved inside the bar)."""
+    """Apply bar i (opening at `ts`), or its finer bars when they cover it completely (exits resolved
+    inside the bar)."""
     t = ser.ts[i]
     if fine is not None and fine_dur is not None and fine_per_bar > 1:
         a = bisect_left(fine.ts, t)
@@ -376,7 +379,7 @@ def _apply(
                 if pos.status == "closed":
                     return
             return
-    ex.apply_bar(pos, _bar(ser, i))
+    ex.apply_bar(pos, Bar(ts, ser.open[i], ser.high[i], ser.low[i], ser.close[i]))
 
 
 def _bar(ser: _Series, i: int) -> Bar:
