@@ -158,6 +158,10 @@ def _gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# decision_rows(): the DECISION_SCHEMA rows without `features`, and the features dicts.
+DecisionRows = tuple[list[tuple[Any, ...]], list[dict[str, Any]]]
+
+
 @dataclass
 class BacktestResult:
     settings_fingerprint: str
@@ -173,14 +177,14 @@ class BacktestResult:
     regime_changes: pl.DataFrame
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
-    decision_rows: list[tuple[Any, ...]] = field(default_factory=list, repr=False)  # see decision_rows()
+    decision_rows: DecisionRows = field(default_factory=lambda: ([], []), repr=False)  # see decision_rows()
 
     @functools.cached_property
     def decisions(self) -> pl.DataFrame:
         """Every decision (DECISION_SCHEMA), built on first read: a caller that reads only the trades (a
         rule-only sweep, the whole-process bench) skips the features JSON and the frame of ~18k decisions
         (~0.17 s of a 6-month 134-coin run). The rows are plain values taken when the run ended."""
-        return _decision_rows_frame(self.decision_rows)
+        return _decision_rows_frame(*self.decision_rows)
 
 
 @_gc_paused
@@ -439,11 +443,12 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 _FEATURES_JSON = json.JSONEncoder(allow_nan=True, sort_keys=True)
 
 
-def decision_rows(decisions: list[Decision]) -> list[tuple[Any, ...]]:
-    """DECISION_SCHEMA rows, the features still a dict (encoded when the frame is built). Plain values
-    rather than the Decision models: a result holding ~18k models would make the garbage collector walk
-    them on every full pass for as long as it lives; tuples of atoms it stops tracking after one."""
-    return [
+def decision_rows(decisions: list[Decision]) -> DecisionRows:
+    """DECISION_SCHEMA rows without `features`, and the features dicts apart (encoded when the frame is
+    built). Plain values rather than the Decision models, and the dicts apart: the garbage collector stops
+    tracking a tuple of atoms after one pass but never one holding a dict, so a result keeping ~18k models
+    (or such tuples) would be walked on every full pass for as long as it lives, and at exit."""
+    rows = [
         (
             d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason.value, d.detail, d.regime.value, d.confidence,
             d.expected_value, d.notional,
@@ -452,19 +457,21 @@ def decision_rows(decisions: list[Decision]) -> list[tuple[Any, ...]]:
             d.scores.take_profit_pct if d.scores else None,
             d.scores.stop_loss_pct if d.scores else None,
             d.scores.size_multiplier if d.scores else None,
-            d.features,
         )
         for d in decisions
     ]
+    return rows, [d.features for d in decisions]
 
 
 def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
-    return _decision_rows_frame(decision_rows(decisions))
+    return _decision_rows_frame(*decision_rows(decisions))
 
 
-def _decision_rows_frame(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+def _decision_rows_frame(rows: list[tuple[Any, ...]], features: list[dict[str, Any]]) -> pl.DataFrame:
     encode = _FEATURES_JSON.encode
-    return pl.DataFrame([(*r[:-1], encode(r[-1])) for r in rows], schema=DECISION_SCHEMA, orient="row")
+    return pl.DataFrame(
+        [(*r, encode(f)) for r, f in zip(rows, features, strict=True)], schema=DECISION_SCHEMA, orient="row"
+    )
 
 
 def _curve_frame(curve: list[tuple[int, float, float, float]]) -> pl.DataFrame:
