@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import polars as pl
 
 from core.backtest.execution import Execution, FastExecution
@@ -83,11 +82,14 @@ def _by_symbol(bars: pl.DataFrame) -> dict[str, _Series]:
     return out
 
 
+_REGIMES = {r.value: r for r in Regime}
+
+
 def _regime_lookup(
-    market_bars: pl.DataFrame, settings: Settings, start: datetime, end: datetime
+    market_bars: pl.DataFrame, settings: Settings, start: datetime, end: datetime, validated: bool
 ) -> tuple[list[int], list[Regime], list[str], pl.DataFrame]:
     """The regime rows as lists for bisect (bar open ts in us, regime, reason) and the window's changes."""
-    rf = regime_frame(market_bars, settings).sort("ts")
+    rf = regime_frame(market_bars, settings, validated=validated).sort("ts")
     changes = (
         rf.filter((pl.col("regime") != pl.col("regime").shift(1)).fill_null(True))
         .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
@@ -95,7 +97,7 @@ def _regime_lookup(
     )
     return (
         rf.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").to_list(),
-        [Regime(r) for r in rf.get_column("regime").to_list()],
+        [_REGIMES[r] for r in rf.get_column("regime").to_list()],
         rf.get_column("reason").to_list(),
         changes,
     )
@@ -109,7 +111,7 @@ def _series_and_timeline(
     window = bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
     series = _by_symbol(window)
     fine = _by_symbol(exit_bars.filter((pl.col("ts") >= start) & (pl.col("ts") < end))) if exit_bars is not None else {}
-    timeline = np.unique(np.concatenate([np.asarray(s.ts, dtype=np.int64) for s in series.values()])).tolist() if series else []
+    timeline = window.get_column("ts").dt.cast_time_unit("us").dt.epoch("us").unique().sort().to_list()
     return window.height, series, fine, timeline
 
 
@@ -228,7 +230,8 @@ def run_backtest(
     # overlapped; regime_s is then the wait for them.
     pool = ThreadPoolExecutor(max_workers=1)
     market = market_bars if market_bars is not None else bars
-    regime_job = pool.submit(_regime_lookup, market, settings, start, end) if use_regime else None
+    # market_bars=None: the regime reads the bars validated above.
+    regime_job = pool.submit(_regime_lookup, market, settings, start, end, market_bars is None) if use_regime else None
     series_job = pool.submit(_series_and_timeline, bars, exit_bars, start, end)
     pool.shutdown(wait=False)  # the worker ends after these two jobs
     batch = BatchScored(signals, (scorer or RuleOnlyScorer(settings)).score(signals))
