@@ -1,7 +1,8 @@
 """The backtest engine: history replayed through the same scan -> score -> manage -> execute path as
 paper trading.
 
-1. detect_all once over the whole history (vectorised; a value at bar t uses bars <= t only);
+1. detection once over the whole history (vectorised; a value at bar t uses bars <= t only):
+   registry.window_signals, detect_all's rows of the window as Signals;
 2. every signal scored in one batch (scores depend on the signal alone, not on the book);
 3. a loop over the detection bars' close times, visiting only times with signals or open positions:
    open positions get the bar that just closed - or its finer bars (e.g. 5m) when an exit frame covers
