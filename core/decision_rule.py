@@ -36,6 +36,9 @@ class Decision:
     code: ReasonCode = ReasonCode.TAKEN
 
 
+_TAKE = Decision(True, "approved")  # frozen: one shared instance (asked for every signal of a backtest)
+
+
 def break_even_probability(take_profit: float, stop_loss: float, fees: float) -> float:
     """The p at which EV = 0: (SL + fees) / (TP + SL)."""
     return (stop_loss + fees) / (take_profit + stop_loss)
@@ -66,7 +69,7 @@ def decide(signal: Signal, scores: Scores, threshold_add: float, settings: Setti
     if rule == DecisionRule.THRESHOLD:
         if round(scores.confidence, 9) < round(threshold, 9):
             return Decision(False, f"confidence {scores.confidence:.2f} < threshold {threshold:.2f}", ReasonCode.LOW_CONFIDENCE)
-        return Decision(True, "approved")
+        return _TAKE
     fees = round_trip_fees(signal, settings)
     p = max(0.0, scores.confidence - threshold_add)
     ev = float(net_ev(p, scores.take_profit_pct, scores.stop_loss_pct, fees))
@@ -79,4 +82,4 @@ def decide(signal: Signal, scores: Scores, threshold_add: float, settings: Setti
             f"break-even p {p_be:.2f}, TP {scores.take_profit_pct:.1%}, SL {scores.stop_loss_pct:.1%}, fees {fees:.2%})",
             ReasonCode.LOW_EXPECTED_VALUE,
         )
-    return Decision(True, "approved")
+    return _TAKE

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from core.domain import Decision, ReasonCode, Regime, Scores, Signal
+from core.domain import Decision, OrderType, ReasonCode, Regime, Scores, Signal
 from core.errors import StrategyError
 from core.risk import (
     Holding,
@@ -26,7 +26,7 @@ from core.risk import (
     check_min_notional,
     check_regime,
 )
-from core.scoring import expected_value
+from core.scoring import net_ev, round_trip_fee
 from core.settings import Settings
 from core.sizing import SizeResult, size_position
 
@@ -79,6 +79,8 @@ class StrategyManager:
     ) -> None:
         self._settings = settings
         self._effects = effects
+        # Round-trip fee per entry type (core.scoring.round_trip_fee), from the frozen settings once.
+        self._fees = {t: round_trip_fee(t, settings) for t in OrderType}
 
     def decide(
         self,
@@ -94,7 +96,11 @@ class StrategyManager:
         effects = self._effects(regime, s)
         view = PortfolioView(portfolio.equity, list(portfolio.holdings))  # working copy, grows as we take
         out = ManagerResult()
-        cands = [_Candidate(sig, sc, expected_value(sig, sc, s)) for sig, sc in zip(signals, scores, strict=True)]
+        fees = self._fees
+        cands = [  # core.scoring.expected_value, with the fee of the entry type looked up
+            _Candidate(sig, sc, float(net_ev(sc.confidence, sc.take_profit_pct, sc.stop_loss_pct, fees[sig.plan.entry_type])))
+            for sig, sc in zip(signals, scores, strict=True)
+        ]
 
         # 1. Conflicts: one candidate per symbol (ties broken by strategy name for determinism).
         by_symbol: dict[str, list[_Candidate]] = {}
@@ -102,7 +108,7 @@ class StrategyManager:
             by_symbol.setdefault(c.signal.symbol, []).append(c)
         winners: list[_Candidate] = []
         for group in by_symbol.values():
-            group.sort(key=lambda c: (-c.scores.confidence, -c.ev, c.signal.strategy.value))
+            group.sort(key=lambda c: (-c.scores.confidence, -c.ev, c.signal.strategy))  # a StrEnum sorts by its value
             best = group[0]
             winners.append(best)
             for lost in group[1:]:
@@ -164,5 +170,5 @@ class StrategyManager:
             expected_value=c.ev,
             notional=notional,
             scores=c.scores,
-            features=dict(c.signal.features),
+            features=c.signal.features,  # validation copies it into the decision's own dict
         )

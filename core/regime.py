@@ -24,7 +24,7 @@ from core import indicators as ind
 from core.domain import Regime, bars_in, timeframe_duration
 from core.errors import DataQualityError
 from core.settings import RegimeSettings, Settings
-from core.strategies.base import SEGMENT, validate_bars, with_segments
+from core.strategies.base import SEGMENT, bars_timeframe, validate_bars, with_segments
 
 BENCHMARK = "BTC"
 # Breadth over fewer coins than this is noise (one coin would be 100%): it is null and never triggers.
@@ -101,9 +101,12 @@ def _conditions(r: RegimeSettings) -> dict[Regime, list[tuple[pl.Expr, pl.Expr]]
     }
 
 
-def regime_frame(bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: int = MIN_BREADTH_COINS) -> pl.DataFrame:
-    """One row per BTC bar: regime, the reasons that hold for it, and the inputs."""
-    tf = validate_bars(bars)
+def regime_frame(
+    bars: pl.DataFrame, settings: Settings, *, min_breadth_coins: int = MIN_BREADTH_COINS, validated: bool = False
+) -> pl.DataFrame:
+    """One row per BTC bar: regime, the reasons that hold for it, and the inputs. `validated`: the caller
+    already ran validate_bars on these bars (the backtest engine, on the bars it detects on)."""
+    tf = bars_timeframe(bars) if validated else validate_bars(bars)
     if bars.filter(pl.col("symbol") == BENCHMARK).height == 0:
         raise DataQualityError(f"regime needs {BENCHMARK} bars in the frame; load {BENCHMARK} with the scan window")
     r: RegimeSettings = settings.risk.regime

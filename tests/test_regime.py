@@ -139,3 +139,11 @@ def test_regime_when_btc_vol_jumps_over_2x_its_median_then_caution():
     row = regime_frame(bars_from_closes(closes, symbol="BTC"), SETTINGS).row(-1, named=True)
     assert row["vol_ratio"] > 2.0 and row["btc_ret_1h"] > -0.03 and abs(row["btc_ret_24h"]) < 0.03
     assert row["regime"] == Regime.CAUTION and "realised vol" in row["reason"]
+
+
+def test_regime_frame_when_validated_flag_then_same_frame_and_unsorted_still_refused_without_it():
+    bars = real_candles(COINS, utc(2020, 5, 11), utc(2020, 5, 20))
+    # validated=True (the backtest engine validated these bars already) skips only the re-check
+    assert regime_frame(bars, SETTINGS, validated=True).equals(regime_frame(bars, SETTINGS))
+    with pytest.raises(DataQualityError, match="sorted"):
+        regime_frame(bars.sort("ts"), SETTINGS)

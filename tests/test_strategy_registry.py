@@ -18,7 +18,9 @@ from core.strategies.registry import (
     build_strategies,
     detect_all,
     scan_latest,
+    signals_from_frame,
     warmup_bars,
+    window_signals,
 )
 from tests.strategy_candles import H, real_candles, utc
 
@@ -43,6 +45,23 @@ def test_detect_when_three_symbols_then_equals_detect_per_symbol(three_july, nam
     alone = pl.concat([checked_detect(st, three_july.filter(pl.col("symbol") == s)) for s in ("BTC", "ETH", "SOL")])
     assert together.equals(alone)
     assert together.get_column("signal").sum() > 0  # the comparison covers real signals
+
+
+def test_window_signals_when_real_month_then_same_signals_in_same_order_as_detect_all(three_july):
+    # window_signals builds each strategy's Signals while the next one is detected; the result must be
+    # detect_all's rows of the window, as Signals, in detect_all's (ts, symbol, strategy) order.
+    start, end = utc(2021, 7, 10), utc(2021, 7, 25)
+    rows = detect_all(three_july, SETTINGS).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+    expected = signals_from_frame(rows)
+    got = window_signals(three_july, SETTINGS, start, end)
+    assert len(got) == rows.height and len({s.strategy for s in got}) == 3
+    assert [s.model_dump_json() for s in got] == [s.model_dump_json() for s in expected]  # JSON: NaN features compare equal
+    assert [s.signal_id for s in got] == [s.signal_id for s in expected]
+
+
+def test_window_signals_when_bars_unsorted_then_same_error_as_detect_all(three):
+    with pytest.raises(DataQualityError, match="sorted"):
+        window_signals(three.sort("ts"), SETTINGS, utc(2021, 1, 1), utc(2021, 2, 1))
 
 
 def test_detect_all_when_real_month_then_signal_rows_with_plans_and_features(three):
