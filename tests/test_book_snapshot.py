@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
-from core.positions import apply_entry_fill, open_position
+from core.positions import apply_entry_fill
 from core.settings import load_settings
 from core.trading.book import Book
+from tests.trading_helpers import dca_grid
 
 S = load_settings()
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_snapshot_when_one_grid_level_filled_then_totals_and_row_are_hand_checked() -> None:
-    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(100.0, 80.0), take_profit_pct=0.1, stop_loss_pct=0.05,
-                     max_hold=timedelta(hours=10), entry_expiry=timedelta(hours=24))
-    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=100.0, plan=plan)
-    pos = open_position(sig, Scores(confidence=0.7, take_profit_pct=0.1, stop_loss_pct=0.05), 200.0, S)
+    pos = dca_grid(S, T0)
     apply_entry_fill(pos, 0, T0 + timedelta(hours=1), 100.0, 0.25)  # level 0: 1.0 unit at 100, fee 0.25
     book = Book.empty(1000.0)
     book.cash = 1000.0 - 100.0 - 0.25

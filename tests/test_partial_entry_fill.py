@@ -8,26 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
 from core.positions import (
     ManagedPosition,
     apply_entry_fill,
     apply_partial_entry_fill,
     complete_entry_level,
-    open_position,
 )
 from core.settings import load_settings
+from tests.trading_helpers import dca_grid
 
 S = load_settings()
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _grid() -> ManagedPosition:
-    """$200 over two limit levels at 100 and 80: 1.0 and 1.25 units."""
-    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(100.0, 80.0), take_profit_pct=0.1, stop_loss_pct=0.05,
-                     max_hold=timedelta(hours=10), entry_expiry=timedelta(hours=24))
-    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=100.0, plan=plan)
-    return open_position(sig, Scores(confidence=0.7, take_profit_pct=0.1, stop_loss_pct=0.05), 200.0, S)
+    return dca_grid(S, T0)
 
 
 def test_partial_entry_fill_when_level_books_in_two_parts_then_equals_the_whole_level_fill() -> None:

@@ -7,7 +7,8 @@ from functools import lru_cache
 
 import polars as pl
 
-from core.domain import OrderType, Signal, StrategyName, TradePlan
+from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
+from core.positions import ManagedPosition, open_position
 from core.settings import Settings, load_settings
 
 # One fixed real bar close per symbol (BTC..DOGE, 2024-03-01 12:00 UTC of the 1h file).
@@ -67,3 +68,12 @@ def make_signal(symbol: str, strategy: StrategyName, settings: Settings, vol: fl
         symbol=symbol, strategy=strategy, timeframe="1h", ts=TS - timedelta(hours=1), price=price,
         plan=plan, features=features,
     )
+
+
+def dca_grid(settings: Settings, at: datetime = datetime(2024, 1, 1, tzinfo=UTC)) -> ManagedPosition:
+    """A $200 BTC DCA grid signalled at `at` over two limit levels, 100 and 80: 1.0 and 1.25 units;
+    TP 10 %, SL 5 %, 10 h hold, 24 h entry expiry."""
+    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(100.0, 80.0), take_profit_pct=0.1, stop_loss_pct=0.05,
+                     max_hold=timedelta(hours=10), entry_expiry=timedelta(hours=24))
+    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=at, price=100.0, plan=plan)
+    return open_position(sig, Scores(confidence=0.7, take_profit_pct=0.1, stop_loss_pct=0.05), 200.0, settings)
