@@ -56,17 +56,7 @@ def test_nested_tune_when_searching_then_no_trial_sees_its_outer_test_fold(swing
     result, calls = tuned
     outer = walk_forward_folds(events, N_OUTER, settings.ml.embargo)
     assert len(result.outer) == len(outer) >= 1
-    # Calls come in order: each outer fold's search (n_trials x its inner folds), then the final search.
-    pos = 0
-    for fold in outer:
-        inner = walk_forward_folds(events[fold.train_idx], N_INNER, settings.ml.embargo, min_train=30)
-        chunk = calls[pos : pos + N_TRIALS * len(inner)]
-        pos += len(chunk)
-        assert chunk, "the search ran"
-        # every event any trial saw was decided before the outer test window started
-        assert max(c[1] for c in chunk) < fold.test_start
-        assert max(c[0] for c in chunk) < fold.test_start
-    final = calls[pos:]
+    final = _final_search_after_outer_folds(calls, events, outer, settings)
     assert final and len(final) % N_TRIALS == 0  # the final search uses all events (its own inner folds)
 
 
@@ -146,15 +136,7 @@ def test_train_strategy_when_tuning_on_then_folds_tune_on_their_past_and_n_trial
     events = ev.trainable.sort("ts")
     outer = walk_forward_folds(events, N_OUTER, settings.ml.embargo)
     assert len(outer) >= 1 and len(report.walk_forward.folds) == len(outer)
-    pos = 0
-    for fold in outer:
-        inner = walk_forward_folds(events[fold.train_idx], N_INNER, settings.ml.embargo, min_train=30)
-        chunk = seen[pos : pos + N_TRIALS * len(inner)]
-        pos += len(chunk)
-        assert chunk, "the fold's search ran"
-        assert max(c[1] for c in chunk) < fold.test_start
-        assert max(c[0] for c in chunk) < fold.test_start
-    final = seen[pos:]
+    final = _final_search_after_outer_folds(seen, events, outer, settings)
     assert final and max(c[0] for c in final) == events["ts"].max()
 
     # 2. the real MLflow store has the count (every search's trials), the inner-CV score and the params,
@@ -207,3 +189,18 @@ def test_tuning_settings_when_invalid_then_refused() -> None:
         load_settings(ml={"tuning_inner_folds": 1})
     with pytest.raises(ValueError, match="tuning_trials >= 1"):
         tuning.WalkForwardTuner("swing", [], load_settings())
+
+
+def _final_search_after_outer_folds(calls, events, outer, settings):  # noqa: ANN001, ANN202 - test helper
+    """Calls come in order: each outer fold's search (n_trials x its inner folds), then the final search.
+    Asserts every event any fold's trial saw was decided before that fold's test window started, and
+    returns the final search's calls."""
+    pos = 0
+    for fold in outer:
+        inner = walk_forward_folds(events[fold.train_idx], N_INNER, settings.ml.embargo, min_train=30)
+        chunk = calls[pos : pos + N_TRIALS * len(inner)]
+        pos += len(chunk)
+        assert chunk, "the fold's search ran"
+        assert max(c[1] for c in chunk) < fold.test_start
+        assert max(c[0] for c in chunk) < fold.test_start
+    return calls[pos:]
