@@ -6,7 +6,9 @@ stream), in a scratch var dir on free ports, offline: the stream is the replay r
 (tests/hummingbot_server.py, in this process) whose market follows the same replayed bars, so resting
 orders fill as the replayed price crosses them. Alerts go to a local Slack receiver (this process).
 
-Faults, one every `--fault-every` seconds once the first scan has decided, in this order, repeated:
+Faults: the first order sent times out (armed before start-up: it must be found at the venue and
+adopted, not resent); then one every `--fault-every` seconds once the first scan has decided, in this
+order, repeated:
   serve_kill    kill -9 of the serving process group while a scan-and-trade run is in flight
   feed_drop     kill -9 of the stream (its replay server and client): the feed is gone until the
                 supervisor restarts it
@@ -54,7 +56,8 @@ ALERT_SIGNS: dict[str, tuple[str, ...]] = {
     "serve_kill": ("serve exited with code -9",),
     "feed_drop": ("stream exited with code -9",),
     "mlflow_down": ("mlflow ui exited with code -9",),
-    "venue_errors": ("manage-positions", "scan-and-trade", "in doubt"),
+    "venue_errors": ("manage-positions", "scan-and-trade", "in doubt", "answer was lost"),
+    "order_timeout": ("answer was lost", "in doubt"),
 }
 
 
@@ -268,7 +271,11 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
         }
         env.pop("PREFECT_API_URL", None)
         api = f"http://127.0.0.1:{ports['prefect']}/api"
+        # The first order the stack sends times out (the double answers after 4 s; the client waits 2 s):
+        # the venue must find it at the venue and adopt it, never send it twice, and say so.
+        state.fail_next("place", "timeout_after_place")
         t0 = time.time()
+        out.faults.append(Fault("order_timeout", t0, "the first order send times out (armed before start-up)"))
         up_log = (var / "up.log").open("ab")
         up = subprocess.Popen([str(Path(sys.executable).parent / "mlcrypto"), "up"], cwd=ROOT, env=env,
                               stdout=up_log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -444,6 +451,7 @@ def _check_store(out: Rehearsal, settings: Any, state: Any, stopped: float) -> N
         out.orders = {"intents": len(intents), "venue_orders": len(at_venue),
                       "doubled": sum(n - 1 for n in by_venue.values() if n > 1),
                       "unknown_at_venue": sum(1 for o in at_venue if o["order_id"] not in by_venue),
+                      "adopted_after_lost_answer": sum(1 for i in intents if i.outcome == "adopted"),
                       "fills": len(journal.fills()), "venue_trades": len(state.trades)}
         held = journal.net_holdings()
         bases = sorted({s for s in held} | {k for k in state.balances if k != settings.execution.hummingbot_quote})

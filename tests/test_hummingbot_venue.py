@@ -106,9 +106,11 @@ def test_submit_when_same_client_id_twice_then_one_order(venue: HummingbotVenue,
     assert len(hb.state.orders_at_venue()) == 1 and place_count(hb) == 1
 
 
-def test_submit_when_timeout_after_placing_then_adopts_the_placed_order_without_resending(
-    venue: HummingbotVenue, hb: HummingbotTestServer, journal: OrderJournal
+def test_submit_when_timeout_after_placing_then_adopts_the_placed_order_without_resending_and_alerts(
+    hb: HummingbotTestServer, journal: OrderJournal
 ) -> None:
+    alerts: list[str] = []
+    venue = HummingbotVenue(settings_for(hb), journal, sleep=lambda s: None, alert=alerts.append)
     hb.state.delay = 2.5  # past the client's 1 s timeout; the order is placed before the wait
     hb.state.fail_next("place", "timeout_after_place")
     placed = venue.submit(make_order())
@@ -116,6 +118,8 @@ def test_submit_when_timeout_after_placing_then_adopts_the_placed_order_without_
     assert placed.venue_order_id == at_venue["order_id"]
     assert place_count(hb) == 1
     assert journal.intent("dca:BTC:1").outcome == "adopted"
+    # Handled without a resend, and said once: the venue lost an answer.
+    assert len(alerts) == 1 and "dca:BTC:1" in alerts[0] and "adopted" in alerts[0] and at_venue["order_id"] in alerts[0]
 
 
 def test_submit_when_500_before_placing_then_in_doubt_not_resent_and_alerted(

@@ -415,6 +415,9 @@ class HummingbotVenue:
         except _Ambiguous as amb:
             adopted = self._adopt_if_placed(intent)
             if adopted is not None:
+                # Handled, but the venue lost an answer (timeout, 5xx, unreadable ack): the operator hears of it.
+                self._notify(f"order {intent.client_order_id}: the venue's answer was lost ({amb.cause}); found it at "
+                             f"the venue as {adopted.venue_order_id} and adopted it, not sent again")
                 return adopted
             raise self._in_doubt(intent, str(amb.cause)) from None
         except VenueError as exc:  # refused (400/422, config, auth) or retries of 429/503 exhausted
@@ -452,6 +455,11 @@ class HummingbotVenue:
         except VenueError:
             return False
         return False
+
+    def _notify(self, msg: str) -> None:
+        log.warning(msg)
+        if self._alert is not None:
+            self._alert(msg)
 
     def _in_doubt(self, intent: JournalIntent, why: str) -> OrderInDoubtError:
         msg = (
