@@ -60,6 +60,7 @@ class AlertKind(StrEnum):
     EXIT = "exit"
     REGIME_CHANGE = "regime_change"
     FLOW_FAILURE = "flow_failure"
+    VENUE = "venue"  # the live venue lost an answer, or an order is in doubt
 
 
 _ICON = {
@@ -68,6 +69,7 @@ _ICON = {
     AlertKind.EXIT: ":checkered_flag:",
     AlertKind.REGIME_CHANGE: ":rotating_light:",
     AlertKind.FLOW_FAILURE: ":x:",
+    AlertKind.VENUE: ":bank:",
 }
 
 

@@ -66,9 +66,15 @@ class Runtime:
             from core.trading.account import Account, build_driver
             from core.venues.factory import build_venue
 
-            driver = build_driver(self.settings, build_venue(self.settings, self.store))
+            driver = build_driver(self.settings, build_venue(self.settings, self.store, self.venue_alert))
             self._account = Account.load(self.store, self.settings, driver)
         return self._account
+
+    def venue_alert(self, message: str) -> None:
+        """What the live venue tells the operator (an order in doubt, or adopted after a lost answer)."""
+        from core.alerts import AlertKind
+
+        self.alerter.send(AlertKind.VENUE, message)
 
     def drop_account(self) -> None:
         """Forget the loaded book (after the store's book was reset); the next use reloads it."""

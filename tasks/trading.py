@@ -172,7 +172,7 @@ def reconcile_orders(rt: Runtime, venue: Any = None, now: datetime | None = None
     from core.venues.factory import build_venue
     from core.venues.order_journal import OrderJournal
 
-    venue = venue or (rt.account.venue if rt.account.mode is Mode.LIVE else build_venue(s, rt.store))
+    venue = venue or (rt.account.venue if rt.account.mode is Mode.LIVE else build_venue(s, rt.store, rt.venue_alert))
     journal = venue.journal if isinstance(venue, JournalledVenue) else OrderJournal(rt.store)
     report = reconcile(venue, journal, now=now)
     logger = get_run_logger()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pydantic import SecretStr
 
 from core.settings import Settings
 from core.storage.duckdb_store import DuckDBStore
@@ -25,6 +26,7 @@ from tests.hummingbot_server import (
     settings_for,
 )
 from tests.prefect_support import task_runs
+from tests.test_alerts import receiver  # noqa: F401 - the local Slack receiver fixture
 
 SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "BNB", "OP"]
 NOW = datetime(2026, 4, 16, 19, tzinfo=UTC)
@@ -172,6 +174,29 @@ def test_live_scan_when_send_times_out_then_no_task_retry_and_next_run_resends_w
     assert entries and len(buys) == len(entries) == hb.state.place_requests
     assert sorted(o.venue_order_id for o in entries) == sorted(b["order_id"] for b in buys)
     assert not [o for o in entries if o.status is OrderStatus.PENDING]
+
+
+def test_live_scan_when_send_answer_lost_then_order_adopted_once_and_operator_alerted(
+    prefect_harness: str, hb: HummingbotTestServer, store: DuckDBStore, tmp_path: Path, receiver  # noqa: F811
+) -> None:
+    from flows.scan_and_trade import scan_and_trade
+
+    # Arrange: the deployed runtime's alerter posts to a local Slack receiver; the first order is placed
+    # but its answer comes after the client's 1 s timeout.
+    base = _settings(hb, tmp_path, mode="live", confirm_live=True)
+    settings = base.model_copy(update={"alerts": base.alerts.model_copy(update={"slack_webhook_url": SecretStr(receiver.url)})})
+    hb.state.fail_next("place", "timeout_after_place")
+    rt = _runtime(settings, store)
+    # Act
+    state = scan_and_trade(now=NOW, runtime=rt, return_state=True)
+    # Assert: the run completed, every entry is at the venue once, and the lost answer reached Slack
+    # as a venue alert naming the adopted order.
+    assert state.is_completed()
+    entries = [o for o in rt.account.book.orders.values() if o.purpose == "entry"]
+    assert entries and len(_orders(hb, "BUY")) == len(entries) == hb.state.place_requests
+    venue_alerts = [p["body"]["text"] for p in receiver.posts if "[venue]" in p["body"]["text"]]
+    first = hb.state.orders_at_venue()[0]["order_id"]
+    assert len(venue_alerts) == 1 and "answer was lost" in venue_alerts[0] and first in venue_alerts[0]
 
 
 def test_live_scan_when_confirm_live_missing_then_refuses_and_sends_nothing(

@@ -7,6 +7,7 @@ that settings built around validation (model_construct, copies) cannot reach rea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError
@@ -29,9 +30,9 @@ def live_allowed(settings: Settings) -> bool:
     return ex.mode == "live" and ex.confirm_live is True
 
 
-def build_venue(settings: Settings, store: Store) -> Venue:
+def build_venue(settings: Settings, store: Store, alert: Callable[[str], None] | None = None) -> Venue:
     """A PaperVenue unless live trading is explicitly confirmed; then a HummingbotVenue journalling
-    its orders in `store`."""
+    its orders in `store` and telling `alert` (the operator's channel) of in-doubt or adopted orders."""
     ex = settings.execution
     if ex.mode == "paper":
         from core.venues.paper import PaperVenue  # written by the execution area; loaded on demand
@@ -39,13 +40,13 @@ def build_venue(settings: Settings, store: Store) -> Venue:
         return PaperVenue(settings, store)
     if not live_allowed(settings):
         raise ConfigError(LIVE_REFUSED.format(mode=ex.mode, confirm=ex.confirm_live))
-    return build_live_venue(settings, store)
+    return build_live_venue(settings, store, alert)
 
 
-def build_live_venue(settings: Settings, store: Store) -> HummingbotVenue:
+def build_live_venue(settings: Settings, store: Store, alert: Callable[[str], None] | None = None) -> HummingbotVenue:
     if not live_allowed(settings):
         raise ConfigError(LIVE_REFUSED.format(mode=settings.execution.mode, confirm=settings.execution.confirm_live))
     from core.venues.hummingbot import HummingbotVenue
     from core.venues.order_journal import OrderJournal
 
-    return HummingbotVenue(settings, OrderJournal(store))
+    return HummingbotVenue(settings, OrderJournal(store), alert=alert)
