@@ -230,14 +230,34 @@ def _btc_bars(start: datetime, closes: list[tuple[float, float, float, float]]) 
     )
 
 
+def _open_btc_grid(hb: HummingbotTestServer, tmp_path: Path, bars: pl.DataFrame, t: datetime):  # noqa: ANN202
+    """Live settings on `hb`, a store holding `bars`, and the $120 three-level BTC DCA grid signalled at
+    `t` (60,000.04 / 59,400.06 / 58,800.09; TP 3 %, SL 8 %, 72 h hold, 24 h expiry) opened through the
+    live account: (settings, store, runtime, account, position)."""
+    from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
+    from core.trading.entries import plan_entry
+
+    s = settings_for(hb, mode="live", confirm_live=True)
+    settings = s.model_copy(update={"data": s.data.model_copy(update={"var_dir": tmp_path, "symbols": ("BTC",)})})
+    store = DuckDBStore(tmp_path / "store.duckdb")
+    store.init_schema()
+    store.upsert_candles(bars)
+    rt = _runtime(settings, store)
+    pf = rt.account
+    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
+                     take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
+                     entry_expiry=timedelta(hours=24))
+    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
+    scores = Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08, hold=timedelta(hours=72))
+    return settings, store, rt, pf, pf.open(plan_entry(sig, scores, 120.0, settings))
+
+
 def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_profit_then_ledger_equals_venue(
     prefect_harness: str, tmp_path: Path
 ) -> None:
     """A $120 three-level DCA grid on Kraken's rules through the manage-positions flow in live mode:
     level 0 fills whole, level 1 fills 0.0004 BTC and is cancelled at expiry with level 2, the
     take-profit fires and one market SELL of the held 0.00106666 BTC closes the trade. Hand-checked."""
-    from core.domain import OrderType, Scores, Signal, StrategyName, TradePlan
-    from core.trading.entries import plan_entry
     from flows.manage_positions import manage_positions_flow
 
     t = datetime(2026, 4, 16, 19, tzinfo=UTC)  # the signal bar; orders rest from its close at 20:00
@@ -245,19 +265,7 @@ def test_live_manage_positions_when_dca_grid_fills_in_part_expires_and_takes_pro
     quiet = [(60_000.0, 60_100.0, 59_500.0, 60_000.0)] * 26  # 19:00 .. next day 20:00: no exit, no level 2
     surge = [(60_000.0, 62_000.0, 59_900.0, 61_900.0)]  # 21:00 next day: high over the 3% take-profit
     with HummingbotTestServer(ExchangeState(marks={"BTC-USD": 60_000.0}, clock=clock)) as hb:
-        s = settings_for(hb, mode="live", confirm_live=True)
-        settings = s.model_copy(update={"data": s.data.model_copy(update={"var_dir": tmp_path, "symbols": ("BTC",)})})
-        store = DuckDBStore(tmp_path / "store.duckdb")
-        store.init_schema()
-        store.upsert_candles(_btc_bars(t, quiet + surge))
-        rt = _runtime(settings, store)
-        pf = rt.account
-        plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
-                         take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
-                         entry_expiry=timedelta(hours=24))
-        sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
-        scores = Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08, hold=timedelta(hours=72))
-        pos = pf.open(plan_entry(sig, scores, 120.0, settings))
+        settings, store, rt, pf, pos = _open_btc_grid(hb, tmp_path, _btc_bars(t, quiet + surge), t)
         e = [pf.book.orders[f"{pos.position_id}:e{i}"] for i in range(3)]
         # Kraken's grid: 40/60000.04, 40/59400.06, 40/58800.09 floored to 1e-8; buy prices down to 0.1.
         assert [(o.quantity, o.price) for o in e] == [(0.00066666, 60_000.0), (0.00067339, 59_400.0),
@@ -301,27 +309,14 @@ def test_live_manage_positions_when_market_falls_through_grid_and_stop_then_sold
     """The same $120 Kraken grid through the manage-positions flow in live mode: level 0 fills as it is
     created; the market then falls to 54,100, filling levels 1 and 2 at their limits, and the 21:00 bar's
     low (54,000) goes through the stop (8% under the average): one market SELL of everything held."""
-    from core.domain import ExitReason, OrderType, Scores, Signal, StrategyName, TradePlan
-    from core.trading.entries import plan_entry
+    from core.domain import ExitReason
     from flows.manage_positions import manage_positions_flow
 
     t = datetime(2026, 4, 16, 19, tzinfo=UTC)
     clock = SimClock(t + timedelta(hours=1, minutes=2))
     bars = [(60_000.0, 60_100.0, 59_500.0, 60_000.0)] * 2 + [(60_000.0, 60_000.0, 54_000.0, 54_100.0)]  # 19-21h
     with HummingbotTestServer(ExchangeState(marks={"BTC-USD": 60_000.0}, clock=clock)) as hb:
-        s = settings_for(hb, mode="live", confirm_live=True)
-        settings = s.model_copy(update={"data": s.data.model_copy(update={"var_dir": tmp_path, "symbols": ("BTC",)})})
-        store = DuckDBStore(tmp_path / "store.duckdb")
-        store.init_schema()
-        store.upsert_candles(_btc_bars(t, bars))
-        rt = _runtime(settings, store)
-        pf = rt.account
-        plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06, 58_800.09),
-                         take_profit_pct=0.03, stop_loss_pct=0.08, max_hold=timedelta(hours=72),
-                         entry_expiry=timedelta(hours=24))
-        sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=t, price=60_000.0, plan=plan)
-        scores = Scores(confidence=0.7, take_profit_pct=0.03, stop_loss_pct=0.08, hold=timedelta(hours=72))
-        pos = pf.open(plan_entry(sig, scores, 120.0, settings))
+        settings, store, rt, pf, pos = _open_btc_grid(hb, tmp_path, _btc_bars(t, bars), t)
         hb.state.settle()  # level 0 crosses the 60,000 mark as the exchange creates it
         first = manage_positions_flow(now=t + timedelta(hours=2), runtime=rt)
         assert first.fills == 1 and first.exits == [] and pos.quantity == 0.00066666
