@@ -13,6 +13,7 @@ import pytest
 
 from core.domain import ExitReason, Order, OrderType, Scores, Signal, StrategyName, TradePlan
 from core.positions import Bar, Exited, Expired, Filled, ManagedPosition
+from core.settings import Settings
 from core.storage.duckdb_store import DuckDBStore
 from core.trading.account import Account
 from core.trading.entries import plan_entry
@@ -116,6 +117,23 @@ def test_live_book_when_grid_fills_expires_and_tp_fires_then_venue_orders_and_le
     venue.close()
 
 
+def _open_two_level_grid(
+    hb: HummingbotTestServer, store: DuckDBStore, mark: float
+) -> tuple[Settings, HummingbotVenue, Account, ManagedPosition]:
+    """Live settings on `hb` with BTC marked at `mark`, and an $80 DCA grid of two Kraken-rounded levels
+    (60,000.04 and 59,400.06; TP and SL 5 %, 72 h hold, 24 h expiry) signalled at T0 at that price and
+    opened through the live account."""
+    settings = settings_for(hb, mode="live", confirm_live=True)
+    hb.state.marks[PAIR] = mark
+    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
+    pf = Account.load(store, settings, LiveDriver(venue))
+    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
+                     stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
+    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=mark, plan=plan)
+    scores = Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72))
+    return settings, venue, pf, pf.open(plan_entry(sig, scores, 80.0, settings))
+
+
 def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then_booked_by_venue_amounts(
     hb: HummingbotTestServer, clock: SimClock, store: DuckDBStore
 ) -> None:
@@ -123,15 +141,7 @@ def test_live_book_when_dca_level_fills_in_part_then_expires_and_stop_fires_then
     cancelled at expiry, then the stop fires. Every quantity is the venue's lot-rounded amount."""
     from decimal import ROUND_FLOOR, Decimal
 
-    settings = settings_for(hb, mode="live", confirm_live=True)
-    hb.state.marks[PAIR] = 60_000.0
-    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
-    pf = Account.load(store, settings, LiveDriver(venue))
-    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
-                     stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
-    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=60_000.0, plan=plan)
-    scores = Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72))
-    pos = pf.open(plan_entry(sig, scores, 80.0, settings))
+    settings, venue, pf, pos = _open_two_level_grid(hb, store, 60_000.0)
 
     def lot(x: float) -> float:
         return float((Decimal(repr(x)) / Decimal("1e-8")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("1e-8"))
@@ -203,15 +213,7 @@ Q1 = 0.00067339
 
 
 def _resting_grid(hb: HummingbotTestServer, store: DuckDBStore) -> tuple[Account, HummingbotVenue, ManagedPosition, Order]:
-    settings = settings_for(hb, mode="live", confirm_live=True)
-    hb.state.marks[PAIR] = 61_000.0
-    venue = HummingbotVenue(settings, OrderJournal(store), sleep=lambda s: None)
-    pf = Account.load(store, settings, LiveDriver(venue))
-    plan = TradePlan(entry_type=OrderType.LIMIT, entry_prices=(60_000.04, 59_400.06), take_profit_pct=0.05,
-                     stop_loss_pct=0.05, max_hold=timedelta(hours=72), entry_expiry=timedelta(hours=24))
-    sig = Signal(symbol="BTC", strategy=StrategyName.DCA, timeframe="1h", ts=T0, price=61_000.0, plan=plan)
-    scores = Scores(confidence=0.7, take_profit_pct=0.05, stop_loss_pct=0.05, hold=timedelta(hours=72))
-    pos = pf.open(plan_entry(sig, scores, 80.0, settings))
+    settings, venue, pf, pos = _open_two_level_grid(hb, store, 61_000.0)
     hb.state.settle()  # both levels rest at the exchange
     e1 = pf.book.orders[f"{pos.position_id}:e1"]
     assert (e1.quantity, e1.price) == (Q1, 59_400.0) and apply_venue_fills(pf, venue.fills_since()) == []
