@@ -10,24 +10,17 @@ a trade. "all" is the unfiltered rule-only baseline. No targets: this is evidenc
 
 from __future__ import annotations
 
-from bench.common import BenchResult
+from bench.common import BenchResult, walk_forward_by_strategy
 from core.settings import load_settings
 
 
 def run() -> list[BenchResult]:
-    from models.dataset import STRATEGIES, build_events, load_history
     from models.decision_eval import compare_rules
-    from models.evaluate import walk_forward
 
     settings = load_settings()
-    bars = load_history(settings)
-    events = build_events(bars, settings)
+    _, runs = walk_forward_by_strategy(settings)
     results: list[BenchResult] = []
-    for s in STRATEGIES:
-        ev = events[s]
-        wf = walk_forward(ev.trainable, s, ev.feature_names, settings)
-        if wf.predictions.is_empty():
-            continue
+    for s, wf in runs:
         for rule, m in compare_rules(wf.predictions, s, settings).items():
             for k, v in m.items():
                 results.append(BenchResult(f"rule_{s}_{rule}_{k}", float(v), "", ""))

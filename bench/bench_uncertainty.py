@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from bench.common import BenchResult
+from bench.common import BenchResult, walk_forward_by_strategy
 from core.settings import load_settings
 
 N_TRIALS = 6
@@ -26,20 +26,13 @@ def _daily_returns(equity: pl.DataFrame) -> np.ndarray:
 
 
 def run() -> list[BenchResult]:
-    from models.dataset import STRATEGIES, build_events, load_history
-    from models.evaluate import walk_forward
     from models.oos import oos_backtest
     from models.uncertainty import auc_interval, brier_interval, deflated_sharpe_from_returns, sharpe_interval
 
     settings = load_settings()
-    bars = load_history(settings)
-    events = build_events(bars, settings)
+    bars, runs = walk_forward_by_strategy(settings)
     out: list[BenchResult] = []
-    for s in STRATEGIES:
-        ev = events[s]
-        wf = walk_forward(ev.trainable, s, ev.feature_names, settings)
-        if wf.predictions.is_empty():
-            continue
+    for s, wf in runs:
         y = wf.predictions["success"].to_numpy()
         p = wf.predictions["pred_confidence"].to_numpy()
         for name, iv in (("auc", auc_interval(y, p, n_boot=500)), ("brier", brier_interval(y, p, n_boot=500))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 def machine() -> str:
@@ -37,3 +38,21 @@ class BenchResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def walk_forward_by_strategy(settings: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """The shipped history of the monitored coins, and, per strategy whose walk-forward predicted
+    anything, (strategy, its walk-forward result): the common start of the ML evidence
+    benchmarks."""
+    from models.dataset import STRATEGIES, build_events, load_history
+    from models.evaluate import walk_forward
+
+    bars = load_history(settings)
+    events = build_events(bars, settings)
+    runs = []
+    for s in STRATEGIES:
+        ev = events[s]
+        wf = walk_forward(ev.trainable, s, ev.feature_names, settings)
+        if not wf.predictions.is_empty():
+            runs.append((s, wf))
+    return bars, runs
