@@ -221,9 +221,13 @@ def children(pid: int) -> dict[str, int]:
     return out
 
 
-def kill_group(pid: int) -> None:
+def kill_group(pid: int | None) -> bool:
+    """SIGKILL a child's process group; False when there is none to kill (never killpg(0): that is our own)."""
+    if not pid or pid <= 0:
+        return False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    return True
 
 
 def wait_for(pred: Any, timeout: float, poll: float = 1.0) -> Any:
@@ -384,18 +388,18 @@ def _inject(kind: str, up_pid: int, prefect: Prefect, state: Any) -> Fault:
         mid = wait_for(lambda: prefect.run(run_id)["state_type"] == "RUNNING" and prefect.task_runs(run_id) >= 2,
                        timeout=240, poll=0.2)
         at = time.time()
-        kill_group(children(up_pid).get("serve", kids.get("serve", 0)))
+        killed = kill_group(children(up_pid).get("serve", kids.get("serve")))
         ran = prefect.task_runs(run_id)
         return Fault(kind, at, run_id=run_id, detail=f"scan run {run_id[:8]} {'mid-scan' if mid else 'NOT yet running'} "
-                               f"({ran} task runs started) when serve was killed")
+                               f"({ran} task runs started) when serve was killed" + ("" if killed else "; NO serve process found"))
     if kind == "feed_drop":
         at = time.time()
-        kill_group(kids["stream"])
-        return Fault(kind, at, "stream process group killed")
+        killed = kill_group(kids.get("stream"))
+        return Fault(kind, at, "stream process group killed" if killed else "NO stream process to kill (restarting?)")
     if kind == "mlflow_down":
         at = time.time()
-        kill_group(kids["mlflow"])
-        return Fault(kind, at, "MLflow server process group killed")
+        killed = kill_group(kids.get("mlflow"))
+        return Fault(kind, at, "MLflow server process group killed" if killed else "NO MLflow process to kill (restarting?)")
     at = time.time()
     # One reconciliation's reads fail past the adapter's retries (max_retries=2: 3 attempts), then
     # the next reads time out (the double answers after 4 s; the client waits 2 s), then an order times out.
