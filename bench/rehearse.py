@@ -390,8 +390,9 @@ def _inject(kind: str, up_pid: int, prefect: Prefect, state: Any) -> Fault:
         at = time.time()
         killed = kill_group(children(up_pid).get("serve", kids.get("serve")))
         ran = prefect.task_runs(run_id)
+        what = "when serve was killed" if killed else "but NO serve process was found to kill"
         return Fault(kind, at, run_id=run_id, detail=f"scan run {run_id[:8]} {'mid-scan' if mid else 'NOT yet running'} "
-                               f"({ran} task runs started) when serve was killed" + ("" if killed else "; NO serve process found"))
+                               f"({ran} task runs started) {what}")
     if kind == "feed_drop":
         at = time.time()
         killed = kill_group(kids.get("stream"))
