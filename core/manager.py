@@ -8,6 +8,7 @@ only decides; opening positions/orders for the taken entries is the execution si
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,10 +46,52 @@ class Entry:
     size: SizeResult
 
 
+class Verdict(NamedTuple):
+    """One decision as plain values, what the manager decides for every signal. `decision()` is its
+    Decision model, built only where one is stored or shown (the journal, a scan's artifact): a backtest
+    keeps these tuples as rows instead of validating a model for each of its ~18k signals."""
+
+    signal: Signal
+    scores: Scores
+    ev: float
+    code: ReasonCode
+    detail: str
+    regime: Regime
+    ts: datetime
+    notional: float = 0.0
+
+    @property
+    def taken(self) -> bool:
+        return self.code is ReasonCode.TAKEN
+
+    def decision(self) -> Decision:
+        """The scorer that produced the scores is in `scores` (model_version, rule_only), not the text."""
+        sig = self.signal
+        return Decision(
+            signal_id=sig.signal_id,
+            symbol=sig.symbol,
+            strategy=sig.strategy,
+            ts=self.ts,
+            taken=self.code is ReasonCode.TAKEN,
+            reason=self.code,
+            detail=self.detail,
+            regime=self.regime,
+            confidence=self.scores.confidence,
+            expected_value=self.ev,
+            notional=self.notional,
+            scores=self.scores,
+            features=sig.features,  # validation copies it into the decision's own dict
+        )
+
+
 @dataclass
 class ManagerResult:
-    decisions: list[Decision] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
+
+    @functools.cached_property
+    def decisions(self) -> list[Decision]:
+        return [v.decision() for v in self.verdicts]
 
 
 def skips_by_code(decisions: Iterable[Decision]) -> dict[str, int]:
@@ -113,23 +156,23 @@ class StrategyManager:
             winners.append(best)
             for lost in group[1:]:
                 reason = self._conflict_reason(best, lost)
-                out.decisions.append(self._decision(lost, regime, ts, ReasonCode.LOST_CONFLICT, reason))
+                out.verdicts.append(Verdict(*lost, ReasonCode.LOST_CONFLICT, reason, regime, ts))
 
         # 2. Across symbols: EV, then confidence, then symbol (determinism).
         winners.sort(key=lambda c: (-c.ev, -c.scores.confidence, c.signal.symbol))
         for c in winners:
             check = self._pre_checks(c, view, regime, effects)
             if not check.approved:
-                out.decisions.append(self._decision(c, regime, ts, check.code, check.reason))
+                out.verdicts.append(Verdict(*c, check.code, check.reason, regime, ts))
                 continue
             vol = c.signal.features.get(VOL_FEATURE)
             size = size_position(c.signal, c.scores, view, effects.size_factor, vol, s)
             check = check_min_notional(size.notional, s)
             if not check.approved:
                 reason = check.reason + (f" ({size.capped_by} nearly used up)" if size.capped_by else "")
-                out.decisions.append(self._decision(c, regime, ts, ReasonCode.BELOW_MIN_NOTIONAL, reason))
+                out.verdicts.append(Verdict(*c, ReasonCode.BELOW_MIN_NOTIONAL, reason, regime, ts))
                 continue
-            out.decisions.append(self._decision(c, regime, ts, ReasonCode.TAKEN, size.explain(), size.notional))
+            out.verdicts.append(Verdict(*c, ReasonCode.TAKEN, size.explain(), regime, ts, size.notional))
             out.entries.append(Entry(c.signal, c.scores, size.notional, size))
             view.add(Holding(c.signal.symbol, c.signal.strategy, size.notional, pending=True))
         return out
@@ -151,24 +194,3 @@ class StrategyManager:
         if best.ev > lost.ev:
             return f"lost conflict to {best.signal.strategy.value} (conf {w:.2f} = {lo:.2f}, EV {best.ev:.4f} > {lost.ev:.4f})"
         return f"lost conflict to {best.signal.strategy.value} (conf and EV equal; tie broken by strategy name)"
-
-    @staticmethod
-    def _decision(
-        c: _Candidate, regime: Regime, ts: datetime, code: ReasonCode, detail: str, notional: float = 0.0
-    ) -> Decision:
-        """The scorer that produced the scores is in `scores` (model_version, rule_only), not the text."""
-        return Decision(
-            signal_id=c.signal.signal_id,
-            symbol=c.signal.symbol,
-            strategy=c.signal.strategy,
-            ts=ts,
-            taken=code is ReasonCode.TAKEN,
-            reason=code,
-            detail=detail,
-            regime=regime,
-            confidence=c.scores.confidence,
-            expected_value=c.ev,
-            notional=notional,
-            scores=c.scores,
-            features=c.signal.features,  # validation copies it into the decision's own dict
-        )

@@ -32,9 +32,9 @@ from typing import Any, ParamSpec, TypeVar
 import polars as pl
 
 from core.backtest.execution import Execution, FastExecution
-from core.domain import Decision, Regime, timeframe_duration, ts_bounds
+from core.domain import ReasonCode, Regime, timeframe_duration, ts_bounds
 from core.errors import DataQualityError
-from core.manager import StrategyManager
+from core.manager import StrategyManager, Verdict
 from core.positions import Bar, ManagedPosition
 from core.regime import regime_frame
 from core.scoring import BatchScored, RuleOnlyScorer, Scorer
@@ -259,7 +259,7 @@ def run_backtest(
     cursor: dict[str, int] = {}  # next bar index per position id
     closed: list[ManagedPosition] = []
     stranded: list[ManagedPosition] = []  # open in the ledger, their symbol's data ended (ledger mode)
-    decisions: list[Decision] = []
+    verdicts: list[Verdict] = []
     curve: list[tuple[int, float, float, float]] = []  # ts (close, us), cash, equity, open notional
     n = len(timeline)
     signal_bars = by_bar.keys()
@@ -311,8 +311,8 @@ def run_backtest(
             plan = plan_scan(
                 [signals[j] for j in idx], view, ex.decided, regime, None, batch, settings, _dt(close_us), manager
             )
-            decisions.extend(plan.decisions)
-            ex.record_skipped(plan.skipped)
+            verdicts.extend(plan.verdicts)
+            ex.record_skipped(plan.skipped_verdicts)
             for entry in plan.entries:
                 opened = ex.open(entry)
                 if opened is None:
@@ -361,7 +361,7 @@ def run_backtest(
         regime_changes=changes,
         seconds=time.perf_counter() - t0,
         timings=timings,
-        decision_rows=decision_rows(decisions),
+        decision_rows=decision_rows(verdicts),
     )
 
 
@@ -447,28 +447,22 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 _FEATURES_JSON = json.JSONEncoder(allow_nan=True, sort_keys=True)
 
 
-def decision_rows(decisions: list[Decision]) -> DecisionRows:
+def decision_rows(verdicts: list[Verdict]) -> DecisionRows:
     """DECISION_SCHEMA rows without `features`, and the features dicts apart (encoded when the frame is
-    built). Plain values rather than the Decision models, and the dicts apart: the garbage collector stops
-    tracking a tuple of atoms after one pass but never one holding a dict, so a result keeping ~18k models
-    (or such tuples) would be walked on every full pass for as long as it lives, and at exit."""
+    built), read from the manager's verdicts (the values a Decision would hold). Plain values and the
+    dicts apart: the garbage collector stops tracking a tuple of atoms after one pass but never one
+    holding a dict, so a result keeping ~18k models (or such tuples) would be walked on every full pass
+    for as long as it lives, and at exit."""
     rows = [
         (
-            d.signal_id, d.symbol, d.strategy.value, d.ts, d.taken, d.reason.value, d.detail, d.regime.value, d.confidence,
-            d.expected_value, d.notional,
-            d.scores.rule_only if d.scores else None,
-            d.scores.model_version if d.scores else None,
-            d.scores.take_profit_pct if d.scores else None,
-            d.scores.stop_loss_pct if d.scores else None,
-            d.scores.size_multiplier if d.scores else None,
+            v.signal.signal_id, v.signal.symbol, v.signal.strategy.value, v.ts, v.code is ReasonCode.TAKEN,
+            v.code.value, v.detail, v.regime.value, v.scores.confidence, v.ev, v.notional,
+            v.scores.rule_only, v.scores.model_version, v.scores.take_profit_pct, v.scores.stop_loss_pct,
+            v.scores.size_multiplier,
         )
-        for d in decisions
+        for v in verdicts
     ]
-    return rows, [d.features for d in decisions]
-
-
-def decisions_frame(decisions: list[Decision]) -> pl.DataFrame:
-    return _decision_rows_frame(*decision_rows(decisions))
+    return rows, [v.signal.features for v in verdicts]
 
 
 def _decision_rows_frame(rows: list[tuple[Any, ...]], features: list[dict[str, Any]]) -> pl.DataFrame:

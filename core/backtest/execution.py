@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from core.domain import ClosedTrade, Decision, ExitReason, Fill, Order
+from core.domain import ClosedTrade, ExitReason, Fill, Order
+from core.manager import Verdict
 from core.positions import Bar, Exited, Expired, Filled, ManagedPosition, end_of_data, step
 from core.settings import Settings
 from core.trading.account import Account
@@ -43,7 +44,7 @@ class Execution(Protocol):
 
     def open(self, entry: PlannedEntry) -> ManagedPosition | None: ...
 
-    def record_skipped(self, decisions: list[Decision]) -> None: ...
+    def record_skipped(self, verdicts: list[Verdict]) -> None: ...
 
     def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None: ...
 
@@ -75,7 +76,7 @@ class FastExecution:
     def open(self, entry: PlannedEntry) -> ManagedPosition:
         return entry.position
 
-    def record_skipped(self, decisions: list[Decision]) -> None:
+    def record_skipped(self, verdicts: list[Verdict]) -> None:
         """Decisions are kept by the engine and written with the report."""
 
     def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None:
@@ -125,8 +126,8 @@ class LedgerExecution:
     def open(self, entry: PlannedEntry) -> ManagedPosition | None:
         return self.account.open(entry)  # None: the venue would refuse it (below its minimums)
 
-    def record_skipped(self, decisions: list[Decision]) -> None:
-        self.account.record_decisions(decisions)
+    def record_skipped(self, verdicts: list[Verdict]) -> None:
+        self.account.record_decisions([v.decision() for v in verdicts])
 
     def apply_bar(self, pos: ManagedPosition, bar: Bar) -> None:
         self.account.on_bar(pos.symbol, bar)

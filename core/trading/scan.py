@@ -9,13 +9,14 @@ history: the same rules, a value at bar t from bars <= t only); the regime readi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.domain import Decision, Regime, Scores, Signal, timeframe_duration
-from core.manager import StrategyManager, skips_by_code
+from core.domain import Decision, ReasonCode, Regime, Scores, Signal, timeframe_duration
+from core.manager import StrategyManager, Verdict, skips_by_code
 from core.risk import PortfolioView
 from core.scoring import Scorer
 from core.settings import Settings
@@ -46,8 +47,14 @@ class ScanPlan:
     scores: list[Scores]
     regime: RegimeState
     previous_regime: Regime | None
-    decisions: list[Decision] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)  # one per signal, in the manager's order
     entries: list[PlannedEntry] = field(default_factory=list)
+
+    @functools.cached_property
+    def decisions(self) -> list[Decision]:
+        """The verdicts as Decision models (what the journal stores and the scan shows), built on first
+        read: the backtest engine reads the verdicts as rows and never builds them."""
+        return [v.decision() for v in self.verdicts]
 
     @property
     def regime_changed(self) -> bool:
@@ -56,6 +63,10 @@ class ScanPlan:
     @property
     def skipped(self) -> list[Decision]:
         return [d for d in self.decisions if not d.taken]
+
+    @property
+    def skipped_verdicts(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.code is not ReasonCode.TAKEN]
 
     @property
     def skips_by_code(self) -> dict[str, int]:
@@ -90,7 +101,7 @@ def plan_scan(
         return plan
     plan.scores = scorer.score(fresh)
     result = (manager or StrategyManager(settings)).decide(fresh, plan.scores, view, state.regime, now)
-    plan.decisions = result.decisions
-    taken = {d.signal_id: d for d in result.decisions if d.taken}
+    plan.verdicts = result.verdicts
+    taken = {v.signal.signal_id: v.decision() for v in result.verdicts if v.code is ReasonCode.TAKEN}
     plan.entries = [plan_entry(e.signal, e.scores, e.notional, settings, taken[e.signal.signal_id]) for e in result.entries]
     return plan
