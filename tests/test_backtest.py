@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -110,6 +112,48 @@ def test_run_backtest_when_running_then_gc_paused_and_restored_after(bars) -> No
         assert not gc.isenabled()  # a caller's disabled collector stays disabled
     finally:
         gc.enable()
+
+
+# In a fresh interpreter, so that the backtest is the process's first.
+_FREEZE_PROBE = """
+import gc, sys, weakref
+import polars as pl
+from datetime import UTC, datetime
+from core.backtest.engine import run_backtest
+from core.settings import load_settings
+
+s = load_settings()
+bars = (pl.read_parquet(s.data.data_dir / "ohlcv_1h.parquet")
+        .filter(pl.col("symbol").is_in(["BTC", "ETH"]) & (pl.col("ts") >= datetime(2024, 1, 1, tzinfo=UTC))
+                & (pl.col("ts") < datetime(2024, 2, 1, tzinfo=UTC)))
+        .with_columns(timeframe=pl.lit("1h"), ts=pl.col("ts").dt.cast_time_unit("us"))
+        .select("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume").sort("symbol", "ts"))
+class Node:
+    pass
+before = Node()
+before.me = before  # a cycle alive when the first backtest starts
+assert gc.get_freeze_count() == 0
+first = run_backtest(bars, s)
+frozen = gc.get_freeze_count()
+assert frozen > 0
+assert all(o is not before for o in gc.get_objects())  # frozen: no generation holds it any more
+later = Node()
+later.me = later  # a cycle made after it, then dropped: still collected
+gone = weakref.ref(later)
+del later
+again = run_backtest(bars, s)
+assert gc.get_freeze_count() == frozen, "only the first backtest of a process freezes"
+gc.collect()
+assert gone() is None, "a cycle made after the first backtest was not collected"
+assert again.trades.equals(first.trades)
+print("ok", frozen)
+"""
+
+
+def test_run_backtest_when_first_in_process_then_startup_objects_frozen_and_later_cycles_still_collected() -> None:
+    done = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
 
 
 def test_run_backtest_when_window_empty_then_clear_error(bars) -> None:

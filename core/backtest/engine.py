@@ -123,15 +123,25 @@ def _dt(us: int) -> datetime:
 
 class _GcPause:
     """The cyclic garbage collector paused while any backtest runs (Prefect may run several in threads):
-    the first to enter pauses it, the last to leave restores what it was."""
+    the first to enter pauses it, the last to leave restores what it was.
+
+    The first backtest of a process also freezes (gc.freeze) the objects alive when it starts: the
+    imported modules, classes and pydantic schemas, which live as long as the process. Every later full
+    collection, and the one at interpreter exit, then skips them (about 0.1 s of a 1.4 s whole-process
+    run). Once per process, so whatever else is frozen with them is bounded: later objects are collected
+    as usual."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active = 0
         self._was_enabled = False
+        self._froze = False
 
     def __enter__(self) -> None:
         with self._lock:
+            if not self._froze:
+                gc.freeze()
+                self._froze = True
             if self._active == 0:
                 self._was_enabled = gc.isenabled()
                 gc.disable()
@@ -455,8 +465,9 @@ def decision_rows(verdicts: list[Verdict]) -> DecisionRows:
     for as long as it lives, and at exit."""
     rows = [
         (
-            v.signal.signal_id, v.signal.symbol, v.signal.strategy.value, v.ts, v.code is ReasonCode.TAKEN,
-            v.code.value, v.detail, v.regime.value, v.scores.confidence, v.ev, v.notional,
+            # The StrEnum members themselves: they are str, and the frame stores their values.
+            v.signal.signal_id, v.signal.symbol, v.signal.strategy, v.ts, v.code is ReasonCode.TAKEN,
+            v.code, v.detail, v.regime, v.scores.confidence, v.ev, v.notional,
             v.scores.rule_only, v.scores.model_version, v.scores.take_profit_pct, v.scores.stop_loss_pct,
             v.scores.size_multiplier,
         )
