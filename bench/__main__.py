@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 import sys
 import traceback
@@ -23,12 +24,19 @@ def main(argv: list[str]) -> int:
     failed = False
     for name in names:
         print(f"== {name}", flush=True)
+        environ = dict(os.environ)
         try:
             results: list[BenchResult] = importlib.import_module(f"bench.{name}").run()
         except Exception:
             traceback.print_exc()
             failed = True
             continue
+        finally:
+            # Each benchmark starts from the environment `python -m bench` was started with: one that
+            # configures Prefect (PREFECT_HOME in its temporary directory, the lean server's services off)
+            # must not hand that to a later one's child processes (the rehearsal's `mlcrypto up`).
+            os.environ.clear()
+            os.environ.update(environ)
         for r in results:
             previous[r.name] = r.as_dict()
             verdict = "-" if r.ok is None else "ok" if r.ok else "MISSED"

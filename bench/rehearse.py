@@ -256,7 +256,9 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
                    for s in base.data.symbols}
     with SlackReceiver() as slack, HummingbotTestServer(state) as hb:
         env = {
-            **os.environ,
+            # `mlcrypto up` as started from a clean shell: it configures Prefect itself (an inherited
+            # PREFECT_HOME or services switch would point its server elsewhere).
+            **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
             "MLCRYPTO_DATA__VAR_DIR": str(var),
             "MLCRYPTO_FEED__SOURCE": "replay",
             "MLCRYPTO_FEED__REPLAY_PORT": str(ports["replay"]),
@@ -273,7 +275,6 @@ def rehearse(minutes: float, fault_every: float, var: Path, *, log: Any = print)
             "MLCRYPTO_EXECUTION__MAX_RETRIES": "2",
             "MLCRYPTO_EXECUTION__BACKOFF_SECONDS": "0.2",
         }
-        env.pop("PREFECT_API_URL", None)
         api = f"http://127.0.0.1:{ports['prefect']}/api"
         # The first order the stack sends times out (the double answers after 4 s; the client waits 2 s):
         # the venue must find it at the venue and adopt it, never send it twice, and say so.
