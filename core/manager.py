@@ -72,7 +72,7 @@ class Verdict(NamedTuple):
             symbol=sig.symbol,
             strategy=sig.strategy,
             ts=self.ts,
-            taken=self.code is ReasonCode.TAKEN,
+            taken=self.taken,
             reason=self.code,
             detail=self.detail,
             regime=self.regime,

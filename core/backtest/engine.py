@@ -32,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 import polars as pl
 
 from core.backtest.execution import Execution, FastExecution
-from core.domain import ReasonCode, Regime, timeframe_duration, ts_bounds
+from core.domain import Regime, timeframe_duration, ts_bounds
 from core.errors import DataQualityError
 from core.manager import StrategyManager, Verdict
 from core.positions import Bar, ManagedPosition
@@ -159,7 +159,7 @@ _GC_PAUSE = _GcPause()
 
 def _gc_paused(fn: Callable[P, R]) -> Callable[P, R]:
     """Run `fn` with the cyclic garbage collector paused. A backtest allocates hundreds of thousands of
-    small acyclic objects (signals, decisions, bars, fills); the collector's repeated passes over them
+    small acyclic objects (signals, verdicts, bars, fills); the collector's repeated passes over them
     and over everything imported cost about 15% of the run and free nothing that reference counting
     does not free anyway."""
 
@@ -466,7 +466,7 @@ def decision_rows(verdicts: list[Verdict]) -> DecisionRows:
     rows = [
         (
             # The StrEnum members themselves: they are str, and the frame stores their values.
-            v.signal.signal_id, v.signal.symbol, v.signal.strategy, v.ts, v.code is ReasonCode.TAKEN,
+            v.signal.signal_id, v.signal.symbol, v.signal.strategy, v.ts, v.taken,
             v.code, v.detail, v.regime, v.scores.confidence, v.ev, v.notional,
             v.scores.rule_only, v.scores.model_version, v.scores.take_profit_pct, v.scores.stop_loss_pct,
             v.scores.size_multiplier,

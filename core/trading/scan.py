@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.domain import Decision, ReasonCode, Regime, Scores, Signal, timeframe_duration
+from core.domain import Decision, Regime, Scores, Signal, timeframe_duration
 from core.manager import StrategyManager, Verdict, skips_by_code
 from core.risk import PortfolioView
 from core.scoring import Scorer
@@ -66,7 +66,7 @@ class ScanPlan:
 
     @property
     def skipped_verdicts(self) -> list[Verdict]:
-        return [v for v in self.verdicts if v.code is not ReasonCode.TAKEN]
+        return [v for v in self.verdicts if not v.taken]
 
     @property
     def skips_by_code(self) -> dict[str, int]:
@@ -102,6 +102,6 @@ def plan_scan(
     plan.scores = scorer.score(fresh)
     result = (manager or StrategyManager(settings)).decide(fresh, plan.scores, view, state.regime, now)
     plan.verdicts = result.verdicts
-    taken = {v.signal.signal_id: v.decision() for v in result.verdicts if v.code is ReasonCode.TAKEN}
+    taken = {v.signal.signal_id: v.decision() for v in result.verdicts if v.taken}
     plan.entries = [plan_entry(e.signal, e.scores, e.notional, settings, taken[e.signal.signal_id]) for e in result.entries]
     return plan
