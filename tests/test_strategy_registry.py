@@ -48,8 +48,8 @@ def test_detect_when_three_symbols_then_equals_detect_per_symbol(three_july, nam
 
 
 def test_window_signals_when_real_month_then_same_signals_in_same_order_as_detect_all(three_july):
-    # window_signals builds each strategy's Signals while the next one is detected; the result must be
-    # detect_all's rows of the window, as Signals, in detect_all's (ts, symbol, strategy) order.
+    # The engine's window of signals: detect_all's rows of the window (warm-up bars before it feeding the
+    # indicators), as Signals, in detect_all's (ts, symbol, strategy) order.
     start, end = utc(2021, 7, 10), utc(2021, 7, 25)
     rows = detect_all(three_july, SETTINGS).filter((pl.col("ts") >= start) & (pl.col("ts") < end))
     expected = signals_from_frame(rows)

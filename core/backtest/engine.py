@@ -232,8 +232,7 @@ def run_backtest(
         raise DataQualityError(f"backtest window is empty: start {start} >= end {end}")
     timings: dict[str, float] = {}
 
-    # 1. detection over the whole history (warm-up included), then the window's signals only (each
-    # strategy's built while the next one's detection runs).
+    # 1. detection over the whole history (warm-up included), then the window's signals only.
     signals = window_signals(bars, settings, start, end, validated=True)
     timings["detect_s"] = time.perf_counter() - t0
     # The regime and the per-symbol series are polars/numpy work that releases the GIL: a second thread
